@@ -14,3 +14,7 @@ def main() -> None:
 
 
 # Command groups register below, one import and one add_command per domain.
+from grader.grading.commands import dataset, evaluate  # noqa: E402
+
+main.add_command(evaluate)
+main.add_command(dataset)

@@ -1,0 +1,156 @@
+"""Grade one model file against one test set: size check, predict (sandboxed), score.
+
+`grade_model_file` never raises for anything a student's file can cause: every failure becomes
+a `GradingOutcome` with score 0 and `passed` False. Our own unexpected errors become
+INFRA_ERROR outcomes, so the caller can tell them apart and not count them against the student.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from grader.config import Settings
+from grader.grading.failures import FailureKind, GradingFailure
+from grader.grading.metrics import score_predictions
+from grader.grading.testsets import TestSet
+
+log = logging.getLogger(__name__)
+
+PASSED = "PASSED"
+FAILED = "FAILED"
+
+
+@dataclass
+class GradingOutcome:
+    status: str  # PASSED, FAILED or a FailureKind value
+    score: float
+    passed: bool
+    threshold: float
+    n_images: int
+    per_keypoint_rmse_px: list[float]
+    seconds: float
+    failure_kind: FailureKind | None = None
+    failure_message: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "score": self.score,
+            "passed": self.passed,
+            "threshold": self.threshold,
+            "n_images": self.n_images,
+            "per_keypoint_rmse_px": list(self.per_keypoint_rmse_px),
+            "seconds": self.seconds,
+            "failure_kind": str(self.failure_kind) if self.failure_kind else None,
+            "failure_message": self.failure_message,
+            "timings": dict(self.timings),
+        }
+
+
+def _predict(
+    model_path: Path,
+    test_set: TestSet,
+    *,
+    settings: Settings,
+    time_limit_s: float | None,
+    timings: dict[str, float],
+) -> Any:
+    if settings.sandbox_enabled:
+        from grader.grading.sandbox import SandboxLimits, predict_in_sandbox
+
+        limits = SandboxLimits(
+            time_limit_s=time_limit_s or settings.default_time_limit_s,
+            memory_limit_bytes=settings.memory_limit_bytes,
+            threads=settings.sandbox_threads,
+        )
+        start = time.perf_counter()
+        predictions = predict_in_sandbox(
+            model_path,
+            test_set.images,
+            device=settings.device,
+            batch_size=settings.batch_size,
+            limits=limits,
+        )
+        timings["sandbox"] = time.perf_counter() - start
+        return predictions
+
+    from grader.grading.predict import load_model, predict
+
+    start = time.perf_counter()
+    model = load_model(model_path, device=settings.device)
+    timings["load"] = time.perf_counter() - start
+    start = time.perf_counter()
+    predictions = predict(
+        model, test_set.images, device=settings.device, batch_size=settings.batch_size
+    )
+    timings["predict"] = time.perf_counter() - start
+    return predictions
+
+
+def grade_model_file(
+    model_path: Path,
+    test_set: TestSet,
+    *,
+    threshold: float,
+    max_model_bytes: int,
+    settings: Settings,
+    time_limit_s: float | None = None,
+) -> GradingOutcome:
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def failed(kind: FailureKind, message: str) -> GradingOutcome:
+        timings["total"] = time.perf_counter() - started
+        return GradingOutcome(
+            status=str(kind),
+            score=0.0,
+            passed=False,
+            threshold=float(threshold),
+            n_images=len(test_set),
+            per_keypoint_rmse_px=[],
+            seconds=timings["total"],
+            failure_kind=kind,
+            failure_message=message,
+            timings=timings,
+        )
+
+    model_path = Path(model_path)
+    try:
+        size = model_path.stat().st_size
+        if size > max_model_bytes:
+            raise GradingFailure(
+                FailureKind.TOO_LARGE,
+                f"{size / 1e6:.1f} MB, the limit is {max_model_bytes / 1e6:.1f} MB",
+            )
+        predictions = _predict(
+            model_path,
+            test_set,
+            settings=settings,
+            time_limit_s=time_limit_s,
+            timings=timings,
+        )
+        start = time.perf_counter()
+        report = score_predictions(predictions, test_set.keypoints, threshold=threshold)
+        timings["score"] = time.perf_counter() - start
+    except GradingFailure as failure:
+        return failed(failure.kind, failure.message)
+    except Exception as exc:
+        log.exception("grading %s failed inside the grader", model_path)
+        return failed(FailureKind.INFRA_ERROR, f"{type(exc).__name__}: {exc}")
+
+    timings["total"] = time.perf_counter() - started
+    return GradingOutcome(
+        status=PASSED if report.passed else FAILED,
+        score=report.score,
+        passed=report.passed,
+        threshold=report.threshold,
+        n_images=report.n_images,
+        per_keypoint_rmse_px=report.per_keypoint_rmse_px,
+        seconds=timings["total"],
+        timings=timings,
+    )
