@@ -1,0 +1,3 @@
+"""Course CLI for the model-grading server."""
+
+__version__ = "0.1.0"

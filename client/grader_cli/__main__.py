@@ -1,0 +1,3 @@
+from grader_cli.main import run
+
+run()

@@ -1,0 +1,70 @@
+"""Local checks on a model file before anything is uploaded.
+
+A TorchScript file written by `torch.jit.save` is a zip whose entries all sit under one folder
+and include `data.pkl`, `constants.pkl`, `version` and compiled `code/`. A plain `torch.save`
+checkpoint is also a zip with `data.pkl` but has no `code/` or `constants.pkl`, which is the
+most common student mistake, so it gets its own message.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+from grader_cli.errors import CliError, ExitCode
+
+EXPORT_HINT = "export it with torch.jit.script(model).save(PATH) (or torch.jit.trace)"
+REQUIRED_ENTRIES = ("data.pkl", "constants.pkl", "version")
+
+
+def check_model_file(path: Path) -> int:
+    """Return the file size, or raise a usage error explaining why it cannot be a model."""
+    if not path.exists():
+        raise CliError(f"{path}: no such file", ExitCode.USAGE)
+    if not path.is_file():
+        raise CliError(f"{path}: not a regular file", ExitCode.USAGE)
+    size = path.stat().st_size
+    if size == 0:
+        raise CliError(f"{path} is empty", ExitCode.USAGE)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CliError(
+            f"{path} is not a TorchScript archive (not a zip file); {EXPORT_HINT}",
+            ExitCode.USAGE,
+        ) from exc
+    _check_entries(path, names)
+    return size
+
+
+def _check_entries(path: Path, names: list[str]) -> None:
+    prefixes = {name.split("/", 1)[0] for name in names}
+    if len(prefixes) != 1 or any("/" not in name for name in names):
+        raise CliError(
+            f"{path} is a zip file but not a TorchScript archive; {EXPORT_HINT}", ExitCode.USAGE
+        )
+    (prefix,) = prefixes
+    entries = {name.split("/", 1)[1] for name in names}
+    has_code = any(entry.startswith("code/") for entry in entries)
+    if "data.pkl" in entries and not has_code:
+        raise CliError(
+            f"{path} looks like a torch.save() checkpoint, not TorchScript; {EXPORT_HINT}",
+            ExitCode.USAGE,
+        )
+    missing = [entry for entry in REQUIRED_ENTRIES if entry not in entries]
+    if missing or not has_code:
+        what = ", ".join(f"{prefix}/{m}" for m in missing) or f"{prefix}/code/"
+        raise CliError(
+            f"{path} is not a complete TorchScript archive (missing {what}); {EXPORT_HINT}",
+            ExitCode.USAGE,
+        )
+
+
+def format_bytes(size: int | float) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")

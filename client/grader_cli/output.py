@@ -1,0 +1,195 @@
+"""Everything the CLI prints: JSON on stdout for scripts, rich tables for people.
+
+Progress, spinners and error lines go to stderr so stdout stays clean for `--json`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from grader_cli.archive import format_bytes
+
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Mode:
+    """Set once from --json; read by the error handler, which runs outside any click context."""
+
+    json = False
+
+
+def emit_json(payload: Any) -> None:
+    click.echo(json.dumps(payload, indent=2, sort_keys=False, default=str))
+
+
+def info(message: str) -> None:
+    if not Mode.json:
+        stderr.print(message, markup=False)
+
+
+def error_line(message: str) -> None:
+    # One line, plain text (no markup: server details may contain brackets).
+    click.echo(f"grader-cli: error: {message}", err=True)
+
+
+def pick(obj: dict[str, Any], *keys: str, default: Any = None) -> Any:
+    """The first present key; tolerates small naming differences across server versions."""
+    for key in keys:
+        if key in obj and obj[key] is not None:
+            return obj[key]
+    return default
+
+
+def exercise_slug(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(pick(value, "slug", "id", default="?"))
+    return str(value) if value is not None else "?"
+
+
+def fmt_score(value: Any) -> str:
+    if isinstance(value, int | float):
+        return f"{value:.4f}" if abs(value) < 1e6 else f"{value:.4g}"
+    return "—"
+
+
+def fmt_time(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        return "—"
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone()
+    return parsed.strftime("%Y-%m-%d %H:%M")
+
+
+def max_model_bytes(exercise: dict[str, Any]) -> int | None:
+    value = pick(exercise, "max_model_bytes", "max_model_size", "max_bytes")
+    return int(value) if isinstance(value, int | float) else None
+
+
+def print_exercises(exercises: list[dict[str, Any]]) -> None:
+    if not exercises:
+        stdout.print("No exercises.", markup=False)
+        return
+    table = Table(show_edge=False, header_style="bold")
+    for column in (
+        "slug",
+        "title",
+        "deadline",
+        "threshold",
+        "max size",
+        "best",
+        "status",
+        "left today",
+    ):
+        table.add_column(column)
+    for ex in exercises:
+        limit = max_model_bytes(ex)
+        remaining = pick(
+            ex,
+            "remaining_today",
+            "remaining_submissions_today",
+            "submissions_left_today",
+            "remaining_submissions",
+        )
+        table.add_row(
+            str(pick(ex, "slug", default="?")),
+            str(pick(ex, "title", default="")),
+            fmt_time(pick(ex, "deadline")),
+            fmt_score(pick(ex, "threshold")),
+            format_bytes(limit) if limit else "—",
+            fmt_score(pick(ex, "best_score", "my_best_score")),
+            str(pick(ex, "my_status", "best_status", "status", default="—")),
+            "—" if remaining is None else str(remaining),
+        )
+    stdout.print(table)
+
+
+def submission_verdict(sub: dict[str, Any], *, threshold: float | None) -> None:
+    status = str(sub.get("status", "?"))
+    result = sub.get("result") if isinstance(sub.get("result"), dict) else {}
+    assert isinstance(result, dict)
+    threshold = pick(result, "threshold", default=threshold)
+    rows: list[tuple[str, str]] = [
+        ("submission", str(sub.get("id"))),
+        ("exercise", exercise_slug(sub.get("exercise"))),
+        ("status", status),
+    ]
+    score = pick(sub, "score", default=pick(result, "score"))
+    if score is not None or status in ("PASSED", "FAILED"):
+        rows.append(("score", fmt_score(score)))
+    if threshold is not None:
+        rows.append(("threshold", fmt_score(threshold)))
+    verdict = {"PASSED": "passed", "FAILED": "failed", "ERROR": "not graded (server error)"}
+    if status in verdict:
+        rows.append(("verdict", verdict[status]))
+    reason = sub.get("failure_reason")
+    message = sub.get("failure_message")
+    if reason:
+        rows.append(("failure", str(reason)))
+    if message:
+        rows.append(("message", str(message)))
+    if status == "ERROR":
+        rows.append(("note", "our infrastructure failed; this does not count against your limit"))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        click.echo(f"{key.ljust(width)}  {value}")
+
+
+def print_history(items: list[dict[str, Any]]) -> None:
+    if not items:
+        stdout.print("No submissions yet.", markup=False)
+        return
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("id", "exercise", "submitted", "status", "score", "failure"):
+        table.add_column(column)
+    for sub in items:
+        result = sub.get("result") if isinstance(sub.get("result"), dict) else {}
+        assert isinstance(result, dict)
+        table.add_row(
+            str(sub.get("id")),
+            exercise_slug(sub.get("exercise")),
+            fmt_time(sub.get("created_at")),
+            str(sub.get("status", "?")),
+            fmt_score(pick(sub, "score", default=pick(result, "score"))),
+            str(sub.get("failure_reason") or ""),
+        )
+    stdout.print(table)
+
+
+def print_leaderboard(board: Any) -> None:
+    rows = (
+        board.get("rows", board.get("entries", board.get("items")))
+        if isinstance(board, dict)
+        else board
+    )
+    if not isinstance(rows, list) or not rows:
+        stdout.print("No graded submissions yet.", markup=False)
+        return
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("rank", "student", "best score", "passed", "attempts", "submitted"):
+        table.add_column(column)
+    for row in rows:
+        if not isinstance(row, dict):
+            continue
+        name = pick(row, "display_name", "name", "username", "student", default="—")
+        you = " (you)" if row.get("is_me") or row.get("is_self") or row.get("me") else ""
+        passed = row.get("passed")
+        table.add_row(
+            str(pick(row, "rank", default="—")),
+            f"{name}{you}",
+            fmt_score(pick(row, "best_score", "score")),
+            "yes" if passed else ("no" if passed is not None else "—"),
+            str(pick(row, "attempts", default="—")),
+            fmt_time(pick(row, "submitted_at", "best_at", "created_at")),
+        )
+    stdout.print(table)
