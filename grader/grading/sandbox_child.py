@@ -1,0 +1,209 @@
+"""The sandbox child: confines itself, then loads and runs one untrusted model.
+
+Forked by the fork server (sandbox_zygote). It gets three descriptors: a sealed memfd of raw
+uint8 images, the model file, and the write end of the result pipe. It never sees keypoints,
+settings or secrets. It writes framed messages: `T` (JSON: layers and timings), then either
+`R` (exactly N*30 float32 values, raw bytes) or `E` (JSON: kind and detail, capped).
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import re
+import struct
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+from grader.grading import sandbox_confine as confine
+from grader.grading.failures import FailureKind, GradingFailure
+
+FRAME = struct.Struct("<cQ")
+MAX_JSON_BYTES = 64 * 1024
+IMAGE_BYTES = 96 * 96
+
+# Text of errors a confined open/write produces, as TorchScript relays them.
+_VIOLATION = re.compile(
+    r"Permission denied|Operation not permitted|Read-only file system|File too large"
+    r"|Errno 13|Errno 1\b|Errno 27|Errno 30|EACCES|EPERM|EFBIG|Network is unreachable"
+    r"|file_size_limit|open file .* failed|No such file or directory",
+    re.IGNORECASE,
+)
+_MEMORY = re.compile(
+    r"can't allocate memory|bad_alloc|out of memory|Cannot allocate memory|MemoryError"
+    r"|Errno 12|ENOMEM|failed to allocate",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class ChildRequest:
+    n_images: int
+    device: str
+    batch_size: int
+    threads: int
+    memory_limit_bytes: int
+    zygote_pid: int
+    probe: bool = False
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any], *, zygote_pid: int) -> ChildRequest:
+        return cls(
+            n_images=int(raw["n_images"]),
+            device=str(raw["device"]),
+            batch_size=int(raw["batch_size"]),
+            threads=int(raw["threads"]),
+            memory_limit_bytes=int(raw["memory_limit_bytes"]),
+            zygote_pid=zygote_pid,
+            probe=bool(raw.get("probe", False)),
+        )
+
+
+def send(fd: int, tag: bytes, payload: bytes) -> None:
+    view = memoryview(FRAME.pack(tag, len(payload)) + payload)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def send_json(fd: int, tag: bytes, obj: dict[str, Any]) -> None:
+    send(fd, tag, json.dumps(obj).encode()[:MAX_JSON_BYTES])
+
+
+def classify(exc: BaseException) -> tuple[FailureKind, str]:
+    """Name what went wrong; confinement refusals and allocation failures hide inside the
+    model's own error text, so they are recognised there."""
+    if isinstance(exc, MemoryError):
+        return FailureKind.MEMORY_LIMIT, "the model ran out of its memory budget"
+    if isinstance(exc, GradingFailure):
+        kind, detail = exc.kind, exc.detail
+    else:
+        kind, detail = FailureKind.BAD_OUTPUT, f"{type(exc).__name__}: {exc}"
+    if _MEMORY.search(detail):
+        return FailureKind.MEMORY_LIMIT, detail
+    if kind in (FailureKind.BAD_OUTPUT, FailureKind.LOAD_ERROR) and _VIOLATION.search(detail):
+        return FailureKind.SANDBOX_VIOLATION, f"blocked by the sandbox: {detail}"
+    return kind, detail
+
+
+def _close_other_fds(keep: set[int]) -> None:
+    devnull = os.open("/dev/null", os.O_RDWR)
+    for std in (0, 1, 2):
+        os.dup2(devnull, std)
+    os.close(devnull)
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the listing's own directory descriptor
+
+
+def _read_images(fd: int, n: int) -> Any:
+    import numpy as np
+
+    size = n * IMAGE_BYTES
+    if size == 0:
+        return np.zeros((0, 96, 96), dtype=np.uint8)
+    with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mm:
+        return np.frombuffer(mm, dtype=np.uint8, count=size).reshape(n, 96, 96).copy()
+
+
+def _model_memfd(model_fd: int) -> int:
+    """Copy the model into an anonymous file: the confined child then needs no access to
+    the uploads directory, and its loader reads it through /proc/self/fd."""
+    memfd = os.memfd_create("model", 0)
+    os.lseek(model_fd, 0, os.SEEK_SET)
+    while chunk := os.read(model_fd, 1 << 20):
+        os.write(memfd, chunk)
+    os.close(model_fd)
+    return memfd
+
+
+def confine_self(req: ChildRequest) -> confine.Layers:
+    layers = confine.Layers()
+    on_cuda = req.device.startswith("cuda")
+
+    def attempt(name: str, action: Any) -> None:
+        try:
+            layers.record(name, True, str(action()))
+        except OSError as exc:
+            layers.record(name, False, f"unavailable: {exc}")
+
+    # The address-space cap would starve CUDA's huge virtual reservations; on a GPU the
+    # fork server watches resident memory instead.
+    attempt(
+        "rlimits",
+        lambda: confine.apply_rlimits(
+            memory_cap_bytes=None if on_cuda else req.memory_limit_bytes
+        ),
+    )
+    attempt("netns", confine.unshare_network)
+    attempt("uid_drop", confine.drop_privileges)
+    attempt("no_new_privs", confine.set_no_new_privs)
+    read_paths = confine.python_read_paths()
+    rw_paths: list[str] = []
+    if on_cuda:
+        extra_read, rw_paths = confine.cuda_device_paths()
+        read_paths += extra_read
+    attempt("landlock", lambda: confine.apply_landlock(read_paths, rw_paths))
+    # A change of credentials clears the parent-death signal; set it again and make sure
+    # the fork server did not die in between.
+    confine.die_with_parent()
+    if os.getppid() != req.zygote_pid:
+        os._exit(70)
+    return layers
+
+
+def run(raw_request: dict[str, Any], *, zygote_pid: int, images_fd: int, model_fd: int,
+        result_fd: int) -> NoReturn:
+    """Entry point in the freshly forked child. Never returns."""
+    code = 0
+    try:
+        os.setsid()  # its own process group, so the parent can kill everything it starts
+        confine.die_with_parent()
+        _close_other_fds({images_fd, model_fd, result_fd})
+        os.chdir("/")
+        req = ChildRequest.from_json(raw_request, zygote_pid=zygote_pid)
+        started = time.perf_counter()
+        images = _read_images(images_fd, req.n_images)
+        os.close(images_fd)
+        model_path = f"/proc/self/fd/{_model_memfd(model_fd)}" if model_fd >= 0 else ""
+        layers = confine_self(req)
+        import torch
+
+        torch.set_num_threads(max(1, req.threads))
+        info: dict[str, Any] = {"layers": layers.applied, "notes": layers.notes}
+        if req.probe:
+            send_json(result_fd, b"T", info)
+            os._exit(0)
+        from grader.grading.predict import load_model, predict
+
+        t0 = time.perf_counter()
+        model = load_model(Path(model_path), device=req.device)
+        t1 = time.perf_counter()
+        predictions = predict(model, images, device=req.device, batch_size=req.batch_size)
+        t2 = time.perf_counter()
+        info.update(setup_s=t0 - started, load_s=t1 - t0, predict_s=t2 - t1)
+        send_json(result_fd, b"T", info)
+        expected = (req.n_images, 15, 2)
+        if tuple(predictions.shape) != expected:
+            raise GradingFailure(
+                FailureKind.BAD_OUTPUT, f"predictions of shape {predictions.shape}, not {expected}"
+            )
+        import numpy as np
+
+        send(result_fd, b"R", np.ascontiguousarray(predictions, dtype="<f4").tobytes())
+    except BaseException as exc:  # noqa: B036 - everything becomes a named failure
+        kind, detail = classify(exc)
+        try:
+            send_json(result_fd, b"E", {"kind": str(kind), "detail": detail[:4000]})
+        except OSError:
+            code = 71
+    finally:
+        sys.stdout.flush()
+    os._exit(code)

@@ -1,0 +1,141 @@
+"""The fork server: imports torch once, then forks one confined child per submission.
+
+Started by `grader.grading.sandbox` as `python -m grader.grading.sandbox_zygote PARENT_PID FD`
+with a scrubbed environment and one SOCK_SEQPACKET control socket on descriptor FD. It holds
+no labels, settings, secrets or CUDA context, and runs no torch operation before forking.
+
+Protocol (one JSON object per packet):
+  parent -> {"cmd": "run", ...request...} + 3 descriptors (images memfd, model, result pipe)
+  zygote -> {"pid": PID}            as soon as the child exists
+  zygote -> {"exit": {...}}         once the child is reaped (status, timed_out, ...)
+The zygote enforces the wall-clock limit itself, because only the parent of a process can
+reap it and kill its group without racing against PID reuse.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+MAX_PACKET = 64 * 1024
+_RSS_POLL_S = 0.05
+
+
+def _preload() -> None:
+    # Everything the child needs is imported here, before the fork: once confined (and
+    # without read access to the interpreter's files) it cannot import anything new.
+    import numpy  # noqa: F401
+    import torch  # noqa: F401
+    import torch.jit._freeze  # noqa: F401
+
+    import grader.grading.predict  # noqa: F401
+    import grader.grading.sandbox_child  # noqa: F401
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _kill_group(pid: int) -> None:
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _supervise(pid: int, request: dict[str, Any]) -> dict[str, Any]:
+    """Wait for the child under its deadline (and, on CUDA, its resident-memory budget)."""
+    started = time.monotonic()
+    deadline = started + float(request["time_limit_s"])
+    watch_rss = str(request["device"]).startswith("cuda")
+    # The child starts as a copy of this process, so its budget is on top of our own size.
+    rss_cap = int(request["memory_limit_bytes"]) + _rss_bytes(os.getpid())
+    pidfd = os.pidfd_open(pid)
+    timed_out = memory_killed = False
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                timed_out = True
+                break
+            ready, _, _ = select.select([pidfd], [], [], min(remaining, _RSS_POLL_S)
+                                        if watch_rss else remaining)
+            if ready:
+                break
+            if watch_rss and _rss_bytes(pid) > rss_cap:
+                memory_killed = True
+                break
+    finally:
+        os.close(pidfd)
+    # Killing the group while the leader is still unreaped also takes any process it started.
+    _kill_group(pid)
+    _, status, usage = os.wait4(pid, 0)
+    return {
+        "status": status,
+        "timed_out": timed_out,
+        "memory_killed": memory_killed,
+        "maxrss_bytes": int(usage.ru_maxrss) * 1024,
+        "wall_s": time.monotonic() - started,
+    }
+
+
+def _serve(control: socket.socket) -> None:
+    from grader.grading import sandbox_child
+
+    me = os.getpid()
+    while True:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(control, MAX_PACKET, 4)
+        except (ConnectionError, OSError):
+            return
+        if not data:
+            return  # the worker closed its end: exit quietly
+        request = json.loads(data)
+        if request.get("cmd") != "run" or len(fds) != 3:
+            for fd in fds:
+                os.close(fd)
+            control.send(json.dumps({"error": "bad request"}).encode())
+            continue
+        images_fd, model_fd, result_fd = fds
+        pid = os.fork()
+        if pid == 0:
+            control.close()
+            sandbox_child.run(
+                request, zygote_pid=me, images_fd=images_fd, model_fd=model_fd,
+                result_fd=result_fd,
+            )
+        for fd in fds:
+            os.close(fd)
+        control.send(json.dumps({"pid": pid}).encode())
+        control.send(json.dumps({"exit": _supervise(pid, request)}).encode())
+
+
+def main() -> None:
+    parent, control_fd = int(sys.argv[1]), int(sys.argv[2])
+    from grader.grading import sandbox_confine
+
+    sandbox_confine.die_with_parent()
+    if os.getppid() != parent:
+        sys.exit(0)
+    _preload()
+    control = socket.socket(fileno=control_fd)
+    control.send(json.dumps({"ready": os.getpid()}).encode())
+    _serve(control)
+
+
+if __name__ == "__main__":
+    main()
