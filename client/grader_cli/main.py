@@ -24,7 +24,8 @@ def invoke(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.UsageError as exc:
-        if Mode.json:
+        # A parse error happens before --json's callback ran, so look at the raw arguments.
+        if Mode.json or "--json" in (sys.argv[1:] if argv is None else argv):
             emit_json({"error": exc.format_message(), "exit_code": int(ExitCode.USAGE)})
         exc.show()
         return int(ExitCode.USAGE)
