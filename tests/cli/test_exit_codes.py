@@ -13,7 +13,9 @@ from grader_cli.waiting import exit_code_for
 SERVER = "http://grader.test"
 
 
-def response(status: int, detail: object = "nope", headers: dict[str, str] | None = None):
+def response(
+    status: int, detail: object = "nope", headers: dict[str, str] | None = None
+) -> httpx.Response:
     request = httpx.Request("GET", f"{SERVER}/api/v1/x")
     return httpx.Response(status, json={"detail": detail}, headers=headers, request=request)
 
