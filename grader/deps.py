@@ -1,0 +1,71 @@
+"""FastAPI dependencies and the Annotated aliases routes use."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.orm import Session
+
+from grader.auth import service as auth_service
+from grader.auth.models import User
+from grader.config import Settings
+from grader.db import get_sessionmaker
+from grader.errors import Forbidden, NotAuthenticated
+from grader.submissions.service import Publish
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
+
+
+def get_app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+def get_session(settings: SettingsDep) -> Iterator[Session]:
+    """The request's unit of work: commit on success, roll back on any error."""
+    session = get_sessionmaker(settings.sqlalchemy_url)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_current_user(
+    session: SessionDep, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> User:
+    if not token:
+        raise NotAuthenticated("Not authenticated: send 'Authorization: Bearer <token>'.")
+    return auth_service.resolve_token(session, token=token)
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def get_instructor(user: CurrentUser) -> User:
+    if not user.is_instructor:
+        raise Forbidden("Only instructors can do this.")
+    return user
+
+
+InstructorUser = Annotated[User, Depends(get_instructor)]
+
+
+def get_publish(request: Request) -> Publish:
+    publish: Publish = request.app.state.publish
+    return publish
+
+
+PublishDep = Annotated[Publish, Depends(get_publish)]

@@ -1,0 +1,242 @@
+"""The worker side of a submission: claim it, grade it, record the result exactly once.
+
+Every step is idempotent, so a redelivered or re-sent task is harmless:
+- status moves QUEUED -> RUNNING -> PASSED/FAILED/ERROR through guarded UPDATEs;
+- a RUNNING row is re-claimed only when its previous attempt is provably lost (same host and
+  its process is gone) or has outlived `stale_after_s`;
+- the result row is unique per submission, written in the same transaction as the final status.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+import grader
+from grader.config import Settings
+from grader.db import session_scope, utcnow
+from grader.exercises.models import Exercise
+from grader.grading.failures import STUDENT_MESSAGES, FailureKind
+from grader.submissions.models import TERMINAL, Result, Status, Submission
+from grader.submissions.upload import model_storage_path
+
+if TYPE_CHECKING:
+    from grader.grading.engine import GradingOutcome
+
+logger = logging.getLogger(__name__)
+
+
+class InfrastructureError(RuntimeError):
+    """Grading failed for a reason that is ours, not the student's; the task retries."""
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_is_lost(submission: Submission, *, stale_after: timedelta, me: str) -> bool:
+    """Whether a RUNNING submission's current attempt can no longer finish."""
+    if submission.claimed_by == me:
+        return True  # our own earlier attempt, which has ended since we are running now
+    now = utcnow()
+    if submission.started_at is None or submission.started_at < now - stale_after:
+        return True
+    host, _, pid = (submission.claimed_by or "").rpartition(":")
+    return host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid))
+
+
+@dataclass(frozen=True)
+class Claim:
+    submission_id: int
+    model_path: Path
+    model_sha256: str
+    testset_path: Path
+    testset_sha256: str | None
+    testset_version: int
+    threshold: float
+    max_model_bytes: int
+    time_limit_s: float | None
+
+
+def claim(settings: Settings, submission_id: int, *, me: str) -> Claim | None:
+    stale_after = timedelta(seconds=settings.stale_after_s)
+    with session_scope(settings.sqlalchemy_url) as session:
+        sub = session.get(Submission, submission_id)
+        if sub is None or sub.status in TERMINAL:
+            return None
+        if sub.status == Status.RUNNING.value and not claim_is_lost(
+            sub, stale_after=stale_after, me=me
+        ):
+            logger.info("submission %s is being graded by %s", sub.id, sub.claimed_by)
+            return None
+        guard = (
+            Submission.id == sub.id,
+            Submission.status == sub.status,
+            Submission.attempts == sub.attempts,
+        )
+        if sub.attempts >= settings.max_attempts:
+            session.execute(
+                update(Submission)
+                .where(*guard)
+                .values(
+                    status=Status.ERROR.value,
+                    failure_reason=FailureKind.INFRA_ERROR.value,
+                    failure_message=STUDENT_MESSAGES[FailureKind.INFRA_ERROR],
+                    finished_at=utcnow(),
+                    claimed_by=None,
+                )
+            )
+            logger.error("submission %s: %s attempts lost, giving up", sub.id, sub.attempts)
+            return None
+        claimed = session.execute(
+            update(Submission)
+            .where(*guard)
+            .values(
+                status=Status.RUNNING.value,
+                attempts=Submission.attempts + 1,
+                claimed_by=me,
+                started_at=utcnow(),
+            )
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        exercise = session.get(Exercise, sub.exercise_id)
+        assert exercise is not None
+        if not exercise.testset_path:
+            raise InfrastructureError(f"exercise {exercise.slug!r} has no test set")
+        return Claim(
+            submission_id=sub.id,
+            model_path=model_storage_path(settings.uploads_dir, sub.model_sha256),
+            model_sha256=sub.model_sha256,
+            testset_path=Path(exercise.testset_path),
+            testset_sha256=exercise.testset_sha256,
+            testset_version=exercise.testset_version,
+            threshold=exercise.threshold,
+            max_model_bytes=exercise.max_model_bytes,
+            time_limit_s=exercise.time_limit_s,
+        )
+
+
+def _torch_version() -> str | None:
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def grade_submission(settings: Settings, submission_id: int) -> str:
+    """Grade one submission; returns what happened (for logs). Raises InfrastructureError
+    (or anything unexpected) when the task should be retried."""
+    from grader.grading.engine import grade_model_file
+    from grader.grading.testsets import load_test_set
+
+    me = worker_identity()
+    job = claim(settings, submission_id, me=me)
+    if job is None:
+        return "skipped"
+    if not job.model_path.is_file():
+        raise InfrastructureError(f"stored model {job.model_path} is missing")
+    test_set = load_test_set(job.testset_path, cache_dir=settings.cache_dir)
+    outcome = grade_model_file(
+        job.model_path,
+        test_set,
+        threshold=job.threshold,
+        max_model_bytes=job.max_model_bytes,
+        settings=settings,
+        time_limit_s=job.time_limit_s,
+    )
+    if outcome.failure_kind == FailureKind.INFRA_ERROR:
+        raise InfrastructureError(outcome.failure_message or "the engine reported INFRA_ERROR")
+    if outcome.status in (Status.PASSED.value, Status.FAILED.value):
+        status, reason = outcome.status, None
+    else:
+        status, reason = Status.ERROR.value, outcome.status
+    return _finish(settings, job, outcome=outcome, status=status, reason=reason, me=me)
+
+
+def _finish(
+    settings: Settings,
+    job: Claim,
+    *,
+    outcome: GradingOutcome,
+    status: str,
+    reason: str | None,
+    me: str,
+) -> str:
+    try:
+        with session_scope(settings.sqlalchemy_url) as session:
+            moved = session.execute(
+                update(Submission)
+                .where(
+                    Submission.id == job.submission_id,
+                    Submission.status == Status.RUNNING.value,
+                    Submission.claimed_by == me,
+                )
+                .values(
+                    status=status,
+                    failure_reason=reason,
+                    failure_message=outcome.failure_message,
+                    finished_at=utcnow(),
+                )
+            )
+            if moved.rowcount != 1:  # type: ignore[attr-defined]
+                # Another attempt took over (ours was presumed lost); it records the result.
+                session.rollback()
+                return "superseded"
+            session.add(
+                Result(
+                    submission_id=job.submission_id,
+                    status=outcome.status,
+                    score=outcome.score,
+                    passed=outcome.passed,
+                    threshold=outcome.threshold,
+                    n_images=outcome.n_images,
+                    per_keypoint_rmse_px=list(outcome.per_keypoint_rmse_px or []),
+                    timings=dict(outcome.timings or {}),
+                    seconds=outcome.seconds,
+                    model_sha256=job.model_sha256,
+                    testset_sha256=job.testset_sha256,
+                    testset_version=job.testset_version,
+                    evaluator_version=grader.EVALUATOR_VERSION,
+                    torch_version=_torch_version(),
+                )
+            )
+            session.flush()
+    except IntegrityError:
+        logger.info("submission %s already has a result", job.submission_id)
+        return "duplicate"
+    logger.info("submission %s graded: %s score=%s", job.submission_id, status, outcome.score)
+    return status
+
+
+def mark_sent(settings: Settings, submission_id: int, *, sent: bool) -> None:
+    with session_scope(settings.sqlalchemy_url) as session:
+        session.execute(
+            update(Submission)
+            .where(Submission.id == submission_id, Submission.status.not_in(TERMINAL))
+            .values(sent_at=utcnow() if sent else None)
+        )
+
+
+def submission_ids_with_status(settings: Settings, status: Status) -> list[int]:
+    with session_scope(settings.sqlalchemy_url) as session:
+        return list(session.scalars(select(Submission.id).where(Submission.status == status)))

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from grader.auth.models import User
+from grader.db import Base, UTCDateTime, utcnow
+from grader.exercises.models import Exercise
+
+
+class Status(StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    PASSED = "PASSED"
+    FAILED = "FAILED"
+    ERROR = "ERROR"
+
+
+TERMINAL = (Status.PASSED.value, Status.FAILED.value, Status.ERROR.value)
+
+
+class Submission(Base):
+    __tablename__ = "submissions"
+    __table_args__ = (
+        Index("ix_submissions_user_exercise_created", "user_id", "exercise_id", "created_at"),
+        Index("ix_submissions_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    exercise_id: Mapped[int] = mapped_column(ForeignKey("exercises.id", ondelete="CASCADE"))
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    model_size: Mapped[int] = mapped_column(Integer)
+    original_filename: Mapped[str] = mapped_column(String(255), default="")
+    status: Mapped[str] = mapped_column(String(16), default=Status.QUEUED.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    failure_reason: Mapped[str | None] = mapped_column(String(32), default=None)
+    failure_message: Mapped[str | None] = mapped_column(Text, default=None)
+    late: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Where the attempt in progress runs ("host:pid"): a dead local pid means a lost attempt.
+    claimed_by: Mapped[str | None] = mapped_column(String(128), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Last time a task naming this row reached the broker; NULL means never (sweeper sends it).
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    user: Mapped[User] = relationship()
+    exercise: Mapped[Exercise] = relationship()
+    result: Mapped[Result | None] = relationship(back_populates="submission", uselist=False)
+
+
+class Result(Base):
+    __tablename__ = "results"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # One result per submission: a redelivered task cannot write a second one.
+    submission_id: Mapped[int] = mapped_column(
+        ForeignKey("submissions.id", ondelete="CASCADE"), unique=True
+    )
+    status: Mapped[str] = mapped_column(String(32))
+    score: Mapped[float | None] = mapped_column(Float, default=None)
+    passed: Mapped[bool] = mapped_column(Boolean, default=False)
+    threshold: Mapped[float] = mapped_column(Float)
+    n_images: Mapped[int | None] = mapped_column(Integer, default=None)
+    per_keypoint_rmse_px: Mapped[list[float] | None] = mapped_column(JSON, default=None)
+    timings: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    seconds: Mapped[float | None] = mapped_column(Float, default=None)
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    testset_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    testset_version: Mapped[int | None] = mapped_column(Integer, default=None)
+    evaluator_version: Mapped[str] = mapped_column(String(32))
+    torch_version: Mapped[str | None] = mapped_column(String(64), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    submission: Mapped[Submission] = relationship(back_populates="result")

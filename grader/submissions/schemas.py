@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from grader.submissions.models import Submission
+
+
+class ResultOut(BaseModel):
+    status: str
+    score: float | None
+    passed: bool
+    threshold: float
+    n_images: int | None
+    per_keypoint_rmse_px: list[float] | None
+    timings: dict[str, Any] | None
+    seconds: float | None
+    model_sha256: str
+    testset_sha256: str | None
+    testset_version: int | None
+    evaluator_version: str
+    torch_version: str | None
+    created_at: datetime
+
+
+class SubmissionOut(BaseModel):
+    id: int
+    exercise: str
+    url: str
+    status: str
+    score: float | None
+    passed: bool | None
+    failure_reason: str | None
+    failure_message: str | None
+    attempts: int
+    late: bool
+    original_filename: str
+    model_sha256: str
+    model_size: int
+    username: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: ResultOut | None
+
+    @classmethod
+    def from_row(cls, sub: Submission) -> SubmissionOut:
+        result = sub.result
+        return cls(
+            id=sub.id,
+            exercise=sub.exercise.slug,
+            url=submission_url(sub.id),
+            status=sub.status,
+            score=result.score if result else None,
+            passed=result.passed if result else None,
+            failure_reason=sub.failure_reason,
+            failure_message=sub.failure_message,
+            attempts=sub.attempts,
+            late=sub.late,
+            original_filename=sub.original_filename,
+            model_sha256=sub.model_sha256,
+            model_size=sub.model_size,
+            username=sub.user.username,
+            created_at=sub.created_at,
+            started_at=sub.started_at,
+            finished_at=sub.finished_at,
+            result=ResultOut.model_validate(result, from_attributes=True) if result else None,
+        )
+
+
+class SubmissionCreated(BaseModel):
+    id: int
+    status: str
+    url: str
+
+
+class SubmissionPage(BaseModel):
+    items: list[SubmissionOut]
+    total: int
+    limit: int
+    offset: int
+
+
+def submission_url(submission_id: int) -> str:
+    return f"/api/v1/submissions/{submission_id}"

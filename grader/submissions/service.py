@@ -1,0 +1,251 @@
+"""Submissions: admission (deadline, daily limit), creation, queries, rescoring.
+
+Session first, keyword-only, flush never commit. The grading side lives in grading.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, delete, func, not_, or_, select, update
+from sqlalchemy.orm import Session, joinedload
+
+from grader.auth.models import User
+from grader.db import after_commit, utcnow
+from grader.errors import Conflict, Forbidden, NotFound, RateLimited
+from grader.exercises.models import Exercise, LatePolicy
+from grader.grading.failures import FailureKind
+from grader.submissions.models import TERMINAL, Result, Status, Submission
+from grader.submissions.upload import ReceivedFile
+
+# Called after commit with (submission_id, queue); returns normally once the broker has it.
+Publish = Callable[[int, str], None]
+
+# A submission that ended because *we* failed does not use up a student's daily attempt.
+_INFRA = and_(
+    Submission.status == Status.ERROR.value,
+    Submission.failure_reason == FailureKind.INFRA_ERROR.value,
+)
+
+
+def _day_start(now: datetime) -> datetime:
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def submissions_today(session: Session, *, user: User, exercise: Exercise, now: datetime) -> int:
+    return (
+        session.scalar(
+            select(func.count(Submission.id)).where(
+                Submission.user_id == user.id,
+                Submission.exercise_id == exercise.id,
+                Submission.created_at >= _day_start(now),
+                not_(_INFRA),
+            )
+        )
+        or 0
+    )
+
+
+def remaining_today(
+    session: Session, *, user: User, exercise: Exercise, now: datetime | None = None
+) -> int | None:
+    """Submissions the user may still make today (UTC); None when the exercise has no limit."""
+    if exercise.daily_limit is None:
+        return None
+    used = submissions_today(session, user=user, exercise=exercise, now=now or utcnow())
+    return max(exercise.daily_limit - used, 0)
+
+
+def check_can_submit(
+    session: Session, *, user: User, exercise: Exercise, now: datetime | None = None
+) -> bool:
+    """Raise if the user may not submit now; returns whether the submission will be late."""
+    now = now or utcnow()
+    late = exercise.deadline is not None and now > exercise.deadline
+    if late:
+        policy = LatePolicy(exercise.late_policy)
+        if policy is LatePolicy.REJECT:
+            raise Forbidden(f"The deadline for {exercise.slug!r} has passed ({exercise.deadline}).")
+        if policy is LatePolicy.FIRST_ONLY:
+            prior = session.scalar(
+                select(func.count(Submission.id)).where(
+                    Submission.user_id == user.id,
+                    Submission.exercise_id == exercise.id,
+                    not_(_INFRA),
+                )
+            )
+            if prior:
+                raise Conflict(
+                    f"The deadline for {exercise.slug!r} has passed and you already submitted."
+                )
+    remaining = remaining_today(session, user=user, exercise=exercise, now=now)
+    if remaining == 0:
+        retry_after = int((_day_start(now) + timedelta(days=1) - now).total_seconds()) + 1
+        raise RateLimited(
+            f"Daily limit of {exercise.daily_limit} submissions reached for {exercise.slug!r}; "
+            f"try again in {retry_after} s (limits reset at 00:00 UTC).",
+            headers={"Retry-After": str(retry_after)},
+        )
+    return late
+
+
+def create_submission(
+    session: Session,
+    *,
+    user: User,
+    exercise: Exercise,
+    upload: ReceivedFile,
+    publish: Publish,
+) -> Submission:
+    """Record an accepted, already-stored upload and publish its task after commit."""
+    now = utcnow()
+    late = check_can_submit(session, user=user, exercise=exercise, now=now)
+    submission = Submission(
+        user_id=user.id,
+        exercise_id=exercise.id,
+        model_sha256=upload.sha256,
+        model_size=upload.size,
+        original_filename=upload.filename,
+        status=Status.QUEUED.value,
+        late=late,
+        created_at=now,
+        # Optimistic: if publishing fails it is reset to NULL; if we crash before publishing,
+        # the sweeper finds it QUEUED with an old sent_at.
+        sent_at=now,
+    )
+    session.add(submission)
+    session.flush()
+    schedule_publish(session, submission_id=submission.id, queue=exercise.queue, publish=publish)
+    return submission
+
+
+def schedule_publish(session: Session, *, submission_id: int, queue: str, publish: Publish) -> None:
+    after_commit(session, lambda: publish(submission_id, queue))
+
+
+def get_submission(session: Session, *, user: User, submission_id: int) -> Submission:
+    submission = session.scalar(
+        select(Submission)
+        .options(joinedload(Submission.exercise), joinedload(Submission.result))
+        .where(Submission.id == submission_id)
+    )
+    # Someone else's submission is "not found": never reveal that it exists.
+    if submission is None or (submission.user_id != user.id and not user.is_instructor):
+        raise NotFound(f"No submission {submission_id}.")
+    return submission
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Submission]
+    total: int
+
+
+def list_submissions(
+    session: Session,
+    *,
+    user: User,
+    exercise: Exercise | None = None,
+    limit: int = 20,
+    offset: int = 0,
+    all_users: bool = False,
+) -> Page:
+    conditions = [] if all_users and user.is_instructor else [Submission.user_id == user.id]
+    if exercise is not None:
+        conditions.append(Submission.exercise_id == exercise.id)
+    total = session.scalar(select(func.count(Submission.id)).where(*conditions)) or 0
+    items = session.scalars(
+        select(Submission)
+        .options(
+            joinedload(Submission.exercise),
+            joinedload(Submission.result),
+            joinedload(Submission.user),
+        )
+        .where(*conditions)
+        .order_by(Submission.created_at.desc(), Submission.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return Page(list(items), total)
+
+
+def best_scores(session: Session, *, user: User) -> dict[int, tuple[float | None, bool]]:
+    """exercise_id -> (best score, passed) over the user's graded submissions."""
+    rows = session.execute(
+        select(Submission.exercise_id, func.max(Result.score), func.max(Result.passed.cast(int)))
+        .join(Result, Result.submission_id == Submission.id)
+        .where(Submission.user_id == user.id)
+        .group_by(Submission.exercise_id)
+    )
+    return {ex_id: (score, bool(passed)) for ex_id, score, passed in rows}
+
+
+def rescore_submissions(
+    session: Session, *, exercise: Exercise, publish: Publish, submission_id: int | None = None
+) -> list[int]:
+    """Re-grade finished submissions (e.g. after a new test set version).
+
+    The old result is deleted and the row goes back to QUEUED with its attempts reset; rows
+    still QUEUED or RUNNING are left alone (they are graded against the current test set).
+    """
+    conditions = [Submission.exercise_id == exercise.id, Submission.status.in_(TERMINAL)]
+    if submission_id is not None:
+        conditions.append(Submission.id == submission_id)
+    ids = list(session.scalars(select(Submission.id).where(*conditions)))
+    if submission_id is not None and not ids:
+        exists = session.scalar(
+            select(Submission.id).where(
+                Submission.id == submission_id, Submission.exercise_id == exercise.id
+            )
+        )
+        if exists is None:
+            raise NotFound(f"No submission {submission_id} in {exercise.slug!r}.")
+        raise Conflict(f"Submission {submission_id} is still being graded.")
+    if not ids:
+        return []
+    now = utcnow()
+    session.execute(delete(Result).where(Result.submission_id.in_(ids)))
+    session.execute(
+        update(Submission)
+        .where(Submission.id.in_(ids), Submission.status.in_(TERMINAL))
+        .values(
+            status=Status.QUEUED.value,
+            attempts=0,
+            failure_reason=None,
+            failure_message=None,
+            claimed_by=None,
+            started_at=None,
+            finished_at=None,
+            sent_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.expire_all()
+    for sid in ids:
+        schedule_publish(session, submission_id=sid, queue=exercise.queue, publish=publish)
+    return ids
+
+
+def stale_submissions(
+    session: Session, *, now: datetime, stale_after: timedelta, limit: int = 500
+) -> list[tuple[int, str, str, str | None]]:
+    """(id, queue, status, claimed_by) of submissions whose task may have been lost."""
+    cutoff = now - stale_after
+    rows = session.execute(
+        select(Submission.id, Exercise.queue, Submission.status, Submission.claimed_by)
+        .join(Exercise, Exercise.id == Submission.exercise_id)
+        .where(
+            or_(
+                and_(
+                    Submission.status == Status.QUEUED.value,
+                    or_(Submission.sent_at.is_(None), Submission.sent_at < cutoff),
+                ),
+                Submission.status == Status.RUNNING.value,
+            )
+        )
+        .order_by(Submission.id)
+        .limit(limit)
+    )
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
