@@ -57,6 +57,9 @@ class ApiClient:
             raise CliError(f"{self.server} returned no access token", ExitCode.SERVER)
         return token
 
+    def me(self) -> dict[str, Any]:
+        return _object(self.get("/auth/me"))
+
     def exercises(self) -> list[dict[str, Any]]:
         return _items(self.get("/exercises"))
 

@@ -120,7 +120,7 @@ def login(
     if token:
         with ApiClient(server, token) as client:
             try:
-                client.exercises()
+                username = str(client.me().get("username") or "") or username
             except CliError as exc:
                 if exc.code == ExitCode.AUTH:
                     raise CliError(f"{server} rejected the token", ExitCode.AUTH) from exc
@@ -193,7 +193,7 @@ def status(ctx: click.Context, submission_id: str, wait: bool) -> int:
 
 @cli.command()
 @click.option("-e", "--exercise", metavar="SLUG", help="Only this exercise.")
-@click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(1, 500))
+@click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(1, 200))
 @common_options
 @click.pass_context
 def history(ctx: click.Context, exercise: str | None, limit: int) -> int:

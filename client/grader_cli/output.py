@@ -87,29 +87,23 @@ def print_exercises(exercises: list[dict[str, Any]]) -> None:
         "deadline",
         "threshold",
         "max size",
-        "best",
-        "status",
+        "your best",
+        "passed",
         "left today",
     ):
         table.add_column(column)
     for ex in exercises:
         limit = max_model_bytes(ex)
-        remaining = pick(
-            ex,
-            "remaining_today",
-            "remaining_submissions_today",
-            "submissions_left_today",
-            "remaining_submissions",
-        )
+        remaining = ex.get("remaining_today")
         table.add_row(
             str(pick(ex, "slug", default="?")),
             str(pick(ex, "title", default="")),
             fmt_time(pick(ex, "deadline")),
             fmt_score(pick(ex, "threshold")),
             format_bytes(limit) if limit else "—",
-            fmt_score(pick(ex, "best_score", "my_best_score")),
-            str(pick(ex, "my_status", "best_status", "status", default="—")),
-            "—" if remaining is None else str(remaining),
+            fmt_score(pick(ex, "my_best_score", "best_score")),
+            "yes" if ex.get("my_passed") else "no",
+            "unlimited" if remaining is None else str(remaining),
         )
     stdout.print(table)
 
@@ -167,22 +161,23 @@ def print_history(items: list[dict[str, Any]]) -> None:
 
 
 def print_leaderboard(board: Any) -> None:
-    rows = (
-        board.get("rows", board.get("entries", board.get("items")))
-        if isinstance(board, dict)
-        else board
-    )
+    rows = board.get("entries") if isinstance(board, dict) else board
+    if isinstance(board, dict) and board.get("threshold") is not None:
+        stdout.print(
+            f"{board.get('exercise', '')}  (threshold {fmt_score(board['threshold'])})",
+            markup=False,
+        )
     if not isinstance(rows, list) or not rows:
         stdout.print("No graded submissions yet.", markup=False)
         return
     table = Table(show_edge=False, header_style="bold")
-    for column in ("rank", "student", "best score", "passed", "attempts", "submitted"):
+    for column in ("rank", "student", "best score", "passed", "attempts"):
         table.add_column(column)
     for row in rows:
         if not isinstance(row, dict):
             continue
-        name = pick(row, "display_name", "name", "username", "student", default="—")
-        you = " (you)" if row.get("is_me") or row.get("is_self") or row.get("me") else ""
+        name = pick(row, "name", "display_name", "username", default="—")
+        you = " (you)" if row.get("is_me") else ""
         passed = row.get("passed")
         table.add_row(
             str(pick(row, "rank", default="—")),
@@ -190,6 +185,5 @@ def print_leaderboard(board: Any) -> None:
             fmt_score(pick(row, "best_score", "score")),
             "yes" if passed else ("no" if passed is not None else "—"),
             str(pick(row, "attempts", default="—")),
-            fmt_time(pick(row, "submitted_at", "best_at", "created_at")),
         )
     stdout.print(table)
