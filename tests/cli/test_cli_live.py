@@ -1,0 +1,266 @@
+"""The CLI against a live embedded server (`grader serve`: real API, Redis, worker, sandbox).
+
+Runs the installed console script as a student would; the API is queried directly with httpx
+only to cross-check what the CLI printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .helpers import CliRunner, fake_torchscript_zip
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "facial_keypoints"
+REFERENCE = EXAMPLES / "reference_model.pt"
+DUMMY = EXAMPLES / "dummy_model.pt"
+EXERCISE = "facial-keypoints"
+PASSED, FAILED, USAGE, AUTH, INTERRUPTED = 0, 1, 2, 4, 130
+
+
+@dataclass
+class Student:
+    server: str
+    username: str
+    password: str
+    token: str
+
+    def api(self, path: str) -> Any:
+        response = httpx.get(
+            f"{self.server}/api/v1{path}",
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=30,
+        )
+        response.raise_for_status()
+        return response.json()
+
+
+@pytest.fixture(scope="module")
+def server(request: pytest.FixtureRequest) -> Any:
+    try:
+        return request.getfixturevalue("live_server")
+    except pytest.FixtureLookupError:
+        pytest.skip("the live_server fixture (tests/conftest.py) is not available")
+
+
+def _token(url: str, username: str, password: str) -> str:
+    response = httpx.post(
+        f"{url}/api/v1/auth/token", data={"username": username, "password": password}, timeout=30
+    )
+    response.raise_for_status()
+    return str(response.json()["access_token"])
+
+
+@pytest.fixture(scope="module")
+def student(server: Any) -> Student:
+    url = str(server.url).rstrip("/")
+    admin = _token(url, server.admin_username, server.admin_password)
+    username = f"cli-{uuid.uuid4().hex[:8]}"
+    password = "correct horse battery"
+    created = httpx.post(
+        f"{url}/api/v1/users",
+        json={"username": username, "password": password, "role": "student"},
+        headers={"Authorization": f"Bearer {admin}"},
+        timeout=30,
+    )
+    created.raise_for_status()
+    return Student(url, username, password, _token(url, username, password))
+
+
+@pytest.fixture
+def logged_in(cli: CliRunner, student: Student) -> CliRunner:
+    result = cli(
+        "login",
+        "--server",
+        student.server,
+        "-u",
+        student.username,
+        "--password-stdin",
+        input=student.password + "\n",
+    )
+    assert result.code == 0, result
+    return cli
+
+
+def test_login_prompts_and_stores_a_private_token(cli: CliRunner, student: Student) -> None:
+    # No terminal in the subprocess: the hidden prompt reads the password from stdin.
+    result = cli(
+        "login", "--server", student.server, input=f"{student.username}\n{student.password}\n"
+    )
+
+    assert result.code == 0, result
+    assert student.password not in result.stdout + result.stderr
+    assert stat.S_IMODE(cli.config_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(cli.config_file.parent.stat().st_mode) == 0o700
+    stored = json.loads(cli.config_file.read_text())
+    assert stored["server"] == student.server and stored["username"] == student.username
+    listed = cli("exercises", "--json")
+    assert listed.code == 0, listed
+    assert EXERCISE in [ex["slug"] for ex in listed.json()]
+
+
+def test_login_with_a_token(cli: CliRunner, student: Student) -> None:
+    result = cli("login", "--server", student.server, "--token", student.token, "--json")
+
+    assert result.code == 0, result
+    assert result.json()["username"] == student.username
+    assert cli("exercises").code == 0
+
+
+def test_bad_password_exits_4(cli: CliRunner, student: Student) -> None:
+    result = cli(
+        "login",
+        "--server",
+        student.server,
+        "-u",
+        student.username,
+        "--password-stdin",
+        input="not the password\n",
+    )
+
+    assert result.code == AUTH
+    assert "wrong username or password" in result.stderr
+    assert not cli.config_file.exists()
+
+
+def test_bad_token_exits_4(cli: CliRunner, student: Student) -> None:
+    login = cli("login", "--server", student.server, "--token", "garbage")
+    listing = cli("exercises", env={"GRADER_SERVER": student.server, "GRADER_TOKEN": "garbage"})
+
+    assert login.code == AUTH and "rejected the token" in login.stderr
+    assert listing.code == AUTH
+    assert "log in with grader-cli login" in listing.stderr
+
+
+def test_unauthenticated_exits_4(cli: CliRunner, student: Student) -> None:
+    result = cli("submit", str(REFERENCE), "--exercise", EXERCISE, "--server", student.server)
+
+    assert result.code == AUTH
+    assert "log in with grader-cli login" in result.stderr
+
+
+def test_reference_model_passes_with_the_apis_score(logged_in: CliRunner, student: Student) -> None:
+    result = logged_in(
+        "submit", str(REFERENCE), "--exercise", EXERCISE, "--wait", "--json", timeout=300
+    )
+
+    assert result.code == PASSED, result
+    verdict = result.json()
+    assert verdict["status"] == "PASSED" and verdict["passed"] is True
+    api = student.api(f"/submissions/{verdict['id']}")
+    assert api["status"] == "PASSED"
+    assert verdict["score"] == api["score"]
+    assert api["score"] >= api["result"]["threshold"]
+
+    # The human view of the same submission: score, threshold and verdict, exit 0.
+    shown = logged_in("status", str(verdict["id"]))
+    assert shown.code == PASSED
+    assert "PASSED" in shown.stdout and "passed" in shown.stdout
+    assert f"{api['score']:.4f}" in shown.stdout
+    assert f"{api['result']['threshold']:.4f}" in shown.stdout
+
+
+def test_dummy_model_fails_with_exit_1(logged_in: CliRunner, student: Student) -> None:
+    result = logged_in("submit", str(DUMMY), "--exercise", EXERCISE, "--wait", timeout=300)
+
+    assert result.code == FAILED, result
+    assert "FAILED" in result.stdout and "failed" in result.stdout
+    latest = student.api(f"/submissions?exercise={EXERCISE}&limit=1")["items"][0]
+    assert latest["status"] == "FAILED"
+    assert f"{latest['score']:.4f}" in result.stdout
+
+
+def test_random_file_is_refused_before_upload(
+    logged_in: CliRunner, student: Student, tmp_path: Path
+) -> None:
+    before = student.api("/submissions?limit=1")["total"]
+    model = tmp_path / "model.pt"
+    model.write_bytes(os.urandom(100_000))
+
+    result = logged_in("submit", str(model), "--exercise", EXERCISE)
+
+    assert result.code == USAGE
+    assert "not a TorchScript archive" in result.stderr
+    assert student.api("/submissions?limit=1")["total"] == before
+
+
+def test_oversized_model_is_refused_with_the_exercises_limit(
+    logged_in: CliRunner, student: Student, tmp_path: Path
+) -> None:
+    limit = student.api(f"/exercises/{EXERCISE}")["max_model_bytes"]
+    model = fake_torchscript_zip(tmp_path / "big.pt", payload=b"\0" * (limit + 1))
+    before = student.api("/submissions?limit=1")["total"]
+
+    result = logged_in("submit", str(model), "--exercise", EXERCISE)
+
+    assert result.code == USAGE
+    assert "over the limit" in result.stderr and f"{limit / 1024 / 1024:.1f} MB" in result.stderr
+    assert student.api("/submissions?limit=1")["total"] == before
+
+
+def test_unknown_exercise_and_submission_exit_2(logged_in: CliRunner) -> None:
+    submit = logged_in("submit", str(REFERENCE), "--exercise", "no-such-exercise")
+    status = logged_in("status", "999999999")
+    board = logged_in("leaderboard", "no-such-exercise")
+
+    assert submit.code == USAGE and "unknown exercise 'no-such-exercise'" in submit.stderr
+    assert status.code == USAGE and "999999999" in status.stderr
+    assert board.code == USAGE
+
+
+def test_exercise_is_chosen_when_there_is_only_one(logged_in: CliRunner, student: Student) -> None:
+    slugs = [ex["slug"] for ex in student.api("/exercises")]
+
+    result = logged_in("submit", str(REFERENCE), "--json")
+
+    if len(slugs) == 1:
+        assert result.code == 0, result
+        assert result.json()["exercise"] == slugs[0]
+    else:
+        assert result.code == USAGE
+        assert "--exercise" in result.stderr and all(s in result.stderr for s in slugs)
+
+
+def test_ctrl_c_while_waiting_prints_the_id(logged_in: CliRunner, student: Student) -> None:
+    proc = logged_in.popen("submit", str(REFERENCE), "--exercise", EXERCISE, "--wait")
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "accepted" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+
+    assert proc.returncode == INTERRUPTED, (out, err)
+    assert "Traceback" not in err
+    latest = student.api("/submissions?limit=1")["items"][0]
+    assert f"grader-cli status {latest['id']} --wait" in err
+
+
+def test_history_and_leaderboard(logged_in: CliRunner, student: Student) -> None:
+    history = logged_in("history", "--exercise", EXERCISE, "--json")
+    board = logged_in("leaderboard", EXERCISE, "--json")
+    human = logged_in("history")
+
+    assert history.code == 0 and board.code == 0 and human.code == 0
+    api_items = student.api(f"/submissions?exercise={EXERCISE}")["items"]
+    if not api_items:
+        logged_in("submit", str(DUMMY), "--exercise", EXERCISE, "--wait", timeout=300)
+        return test_history_and_leaderboard(logged_in, student)
+    assert [s["id"] for s in history.json()] == [s["id"] for s in api_items]
+    assert str(api_items[0]["id"]) in human.stdout
+    graded = [s for s in api_items if s["status"] in ("PASSED", "FAILED")]
+    mine = [e for e in board.json()["entries"] if e["is_me"]]
+    if graded:
+        assert len(mine) == 1
+        assert mine[0]["passed"] == any(s["status"] == "PASSED" for s in graded)
