@@ -11,6 +11,7 @@ the plain module at batch 1 on the first images.
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -61,7 +62,9 @@ def load_model(path: Path, *, device: str) -> torch.jit.ScriptModule:
             "torch.jit.trace(model, torch.zeros(1, 1, 96, 96)).save('model.pt')",
         )
     try:
-        model = torch.jit.load(str(path), map_location=torch.device(device))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            model = torch.jit.load(str(path), map_location=torch.device(device))
     except Exception as exc:  # any load problem is the file's fault
         raise GradingFailure(
             FailureKind.LOAD_ERROR,
@@ -77,8 +80,11 @@ def load_model(path: Path, *, device: str) -> torch.jit.ScriptModule:
 
 def _optimised(model: torch.jit.ScriptModule) -> torch.jit.ScriptModule | None:
     try:
-        frozen = torch.jit.freeze(model.eval())
-        return torch.jit.optimize_for_inference(frozen)
+        with warnings.catch_warnings():
+            # Deprecated in favour of torch.compile, which cannot take a loaded ScriptModule.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            frozen = torch.jit.freeze(model.eval())
+            return torch.jit.optimize_for_inference(frozen)
     except Exception:
         return None  # not every scripted module freezes; the plain one is always available
 
