@@ -112,14 +112,36 @@ def _check_local_headers(fh: BinaryIO, infos: list[zipfile.ZipInfo], *, size: in
         )
         if magic != _LOCAL_MAGIC or method != info.compress_type:
             raise _load_error(f"entry {info.filename!r} has a corrupt local header")
-        if not flags & _DATA_DESCRIPTOR_FLAG and (csize, usize) != (0xFFFFFFFF, 0xFFFFFFFF):
-            if (csize, usize) != (info.compress_size, info.file_size):
-                raise _load_error(f"entry {info.filename!r} declares inconsistent sizes")
-        previous_end = (
+        data_end = (
             info.header_offset + _LOCAL_HEADER.size + name_len + extra_len + info.compress_size
         )
+        if flags & _DATA_DESCRIPTOR_FLAG:
+            # torch's writer puts the sizes after the data, in a data descriptor.
+            fh.seek(data_end)
+            declared, descriptor_len = _read_descriptor(
+                fh.read(24), (info.compress_size, info.file_size)
+            )
+        else:
+            declared, descriptor_len = (csize, usize), 0
+        if declared != (info.compress_size, info.file_size) and declared != (
+            0xFFFFFFFF, 0xFFFFFFFF,
+        ):
+            raise _load_error(f"entry {info.filename!r} declares inconsistent sizes")
+        previous_end = data_end + descriptor_len
         if previous_end > size:
             raise _load_error(f"entry {info.filename!r} runs past the end of the file")
+
+
+def _read_descriptor(raw: bytes, expected: tuple[int, int]) -> tuple[tuple[int, int], int]:
+    """(compressed, uncompressed) sizes from a data descriptor, and the descriptor's length.
+    The descriptor's sizes are 4 bytes each, or 8 in a zip64 archive."""
+    offset = 4 if raw[:4] == b"PK\x07\x08" else 0
+    if len(raw) < offset + 12:
+        raise _load_error("an entry's data descriptor is truncated")
+    short = struct.unpack_from("<II", raw, offset + 4)
+    if short == expected or len(raw) < offset + 20:
+        return short, offset + 12
+    return struct.unpack_from("<QQ", raw, offset + 4), offset + 20
 
 
 def _check_torchscript_layout(infos: list[zipfile.ZipInfo], prefixes: set[str]) -> None:

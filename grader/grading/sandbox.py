@@ -62,6 +62,8 @@ class Sandbox:
         self._owner_pid = 0
         self._threads = 0
         self.last_timings: dict[str, Any] = {}
+        # The running child's pid, for operators (and tests) who need to see it.
+        self.current_child_pid: int | None = None
 
     # -- fork server lifecycle -------------------------------------------------------------
 
@@ -198,11 +200,13 @@ class Sandbox:
                 os.close(fd)
         deadline = time.monotonic() + limits.time_limit_s + _PARENT_GRACE_S
         try:
-            self._recv(time.monotonic() + _CONTROL_TIMEOUT_S)  # {"pid": ...}
+            forked = self._recv(time.monotonic() + _CONTROL_TIMEOUT_S)
             timings["fork_ms"] = (time.perf_counter() - t0) * 1000
+            self.current_child_pid = forked.get("pid")
             frames, overflow = _read_frames(result_r, deadline, n)
         finally:
             os.close(result_r)
+            self.current_child_pid = None
         try:
             exit_info = self._recv(deadline).get("exit", {})
         except _ZygoteGone:

@@ -73,6 +73,26 @@ def send_json(fd: int, tag: bytes, obj: dict[str, Any]) -> None:
     send(fd, tag, json.dumps(obj).encode()[:MAX_JSON_BYTES])
 
 
+def _chain_texts(exc: BaseException) -> list[str]:
+    """The error's own text and those of the errors it replaced: predict() shortens the
+    model's error, and TorchScript puts the operating system's words at the very end."""
+    texts, seen = [], set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        texts.append(current.detail if isinstance(current, GradingFailure) else str(current))
+        current = current.__cause__ or current.__context__
+    return texts
+
+
+def _matching_line(texts: list[str], pattern: re.Pattern[str]) -> str | None:
+    for text in texts:
+        for line in reversed(text.splitlines()):
+            if pattern.search(line):
+                return line.strip()[:500]
+    return None
+
+
 def classify(exc: BaseException) -> tuple[FailureKind, str]:
     """Name what went wrong; confinement refusals and allocation failures hide inside the
     model's own error text, so they are recognised there."""
@@ -82,11 +102,39 @@ def classify(exc: BaseException) -> tuple[FailureKind, str]:
         kind, detail = exc.kind, exc.detail
     else:
         kind, detail = FailureKind.BAD_OUTPUT, f"{type(exc).__name__}: {exc}"
-    if _MEMORY.search(detail):
-        return FailureKind.MEMORY_LIMIT, detail
-    if kind in (FailureKind.BAD_OUTPUT, FailureKind.LOAD_ERROR) and _VIOLATION.search(detail):
-        return FailureKind.SANDBOX_VIOLATION, f"blocked by the sandbox: {detail}"
+    texts = _chain_texts(exc)
+    if line := _matching_line(texts, _MEMORY):
+        return FailureKind.MEMORY_LIMIT, line
+    if kind in (FailureKind.BAD_OUTPUT, FailureKind.LOAD_ERROR):
+        if line := _matching_line(texts, _VIOLATION):
+            return FailureKind.SANDBOX_VIOLATION, f"blocked by the sandbox: {line}"
     return kind, detail
+
+
+# TorchScript operators that touch files. aten::save reports no error when its open() is
+# refused, so a blocked write is only visible from the code that asked for it.
+_FILE_OPS = ("aten::save", "aten::from_file", "aten::load")
+
+
+def file_operations(model: Any) -> list[str]:
+    """File operators anywhere in the loaded model's code (all methods, all submodules)."""
+    found: set[str] = set()
+
+    def walk(block: Any) -> None:
+        for node in block.nodes():
+            kind = node.kind()
+            if kind in _FILE_OPS or "from_file" in kind:
+                found.add(kind)
+            for inner in node.blocks():
+                walk(inner)
+
+    for _, module in model.named_modules():
+        for name in module._c._method_names():
+            try:
+                walk(module._c._get_method(name).inlined_graph)
+            except RuntimeError:
+                continue
+    return sorted(found)
 
 
 def _close_other_fds(keep: set[int]) -> None:
@@ -186,6 +234,11 @@ def run(raw_request: dict[str, Any], *, zygote_pid: int, images_fd: int, model_f
         t0 = time.perf_counter()
         model = load_model(Path(model_path), device=req.device)
         t1 = time.perf_counter()
+        if ops := file_operations(model):
+            raise GradingFailure(
+                FailureKind.SANDBOX_VIOLATION,
+                f"the model's code calls {', '.join(ops)}: models may not read or write files",
+            )
         predictions = predict(model, images, device=req.device, batch_size=req.batch_size)
         t2 = time.perf_counter()
         info.update(setup_s=t0 - started, load_s=t1 - t0, predict_s=t2 - t1)

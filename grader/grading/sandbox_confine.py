@@ -96,25 +96,28 @@ class Layers:
 
 
 def python_read_paths() -> list[str]:
-    """The interpreter, the stdlib, site-packages and the grader package: all read-only."""
+    """The interpreter, the stdlib, site-packages and the grader package: all read-only.
+
+    Other sys.path entries are left out on purpose: `python -m` puts the working directory
+    there, and a checkout's root holds the data directory next to the code."""
+    import site
+
     import grader
 
-    candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, str(Path(grader.__file__).parent)}
-    for entry in sys.path:
-        if entry and os.path.isdir(entry) and not _is_repo_root(entry):
-            candidates.add(entry)
+    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    candidates = set(prefixes) | {str(Path(grader.__file__).resolve().parent)}
+    for entry in [*sys.path, *site.getsitepackages()]:
+        real = os.path.realpath(entry) if entry else ""
+        if real and real != "/" and any(_within(real, p) for p in prefixes if p != "/"):
+            candidates.add(real)
     for system in ("/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/local/lib",
                    "/etc/ld.so.cache", "/proc/cpuinfo", "/sys/devices/system/cpu"):
         candidates.add(system)
     return sorted(c for c in candidates if os.path.exists(c))
 
 
-def _is_repo_root(entry: str) -> bool:
-    # A checkout on sys.path (editable installs, `python -m` from the repo) would open the
-    # data directory next to the code; only the package directory itself is granted.
-    return os.path.isdir(os.path.join(entry, "grader")) and os.path.isdir(
-        os.path.join(entry, ".git")
-    )
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def cuda_device_paths() -> tuple[list[str], list[str]]:
