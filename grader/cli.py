@@ -29,3 +29,6 @@ main.add_command(users)
 main.add_command(tokens)
 main.add_command(exercises)
 main.add_command(rescore)
+from grader.grading.doctor import doctor_command  # noqa: E402
+
+main.add_command(doctor_command)

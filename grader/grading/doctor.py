@@ -1,0 +1,65 @@
+"""`grader doctor`: which sandbox layers are active on this machine, as the worker logs them."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from grader.grading import sandbox
+from grader.grading.sandbox_confine import landlock_abi
+
+LAYER_ORDER = ("fork_server", "rlimits", "uid_drop", "netns", "no_new_privs", "landlock")
+
+
+def describe_sandbox_layers(*, device: str = "cpu") -> list[tuple[str, bool, str]]:
+    """(layer, active, note) for every layer, measured by forking a real sandbox child.
+
+    Starts this process's fork server if it is not running, so a worker that calls this at
+    start-up also has its first submission graded without the start-up cost."""
+    started = time.perf_counter()
+    box = sandbox.get_sandbox()
+    try:
+        info = box.probe(device=device)
+    except Exception as exc:  # the report must come out even when the sandbox cannot start
+        abi = landlock_abi()
+        return [
+            ("fork_server", False, f"cannot start: {exc}"),
+            ("landlock", False, f"kernel ABI {abi}" if abi else "not in this kernel"),
+        ]
+    timings = box.last_timings
+    start_note = (
+        f"started in {timings['zygote_start_s']:.2f} s, " if "zygote_start_s" in timings else ""
+    )
+    rows = [(
+        "fork_server", True,
+        f"{start_note}fork {timings.get('fork_ms', 0.0):.1f} ms, probe "
+        f"{time.perf_counter() - started:.2f} s",
+    )]
+    applied: dict[str, bool] = info.get("layers", {})
+    notes: dict[str, str] = info.get("notes", {})
+    for name in LAYER_ORDER[1:]:
+        rows.append((name, bool(applied.get(name)), notes.get(name, "not reported")))
+    return rows
+
+
+def format_layers(rows: list[tuple[str, bool, str]]) -> str:
+    return "\n".join(f"{'ok ' if ok else 'OFF'} {name:<13} {note}" for name, ok, note in rows)
+
+
+@click.command("doctor")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N]")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def doctor_command(device: str, as_json: bool) -> None:
+    """Show which sandbox layers are active here (the worker logs the same at start)."""
+    try:
+        rows = describe_sandbox_layers(device=device)
+    finally:
+        sandbox.shutdown()
+    if as_json:
+        click.echo(json.dumps({name: {"active": ok, "note": note} for name, ok, note in rows}))
+    else:
+        click.echo(format_layers(rows))
+    if not all(ok for name, ok, _ in rows if name in ("fork_server", "rlimits")):
+        raise SystemExit(1)

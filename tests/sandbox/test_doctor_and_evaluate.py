@@ -1,0 +1,64 @@
+"""`grader doctor` reports real layers; `grader evaluate` grades hostile models in the sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from grader.grading.sandbox_confine import landlock_abi
+from tests.sandbox import hostile_models as hm
+
+
+def _grader(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRADER_")}
+    return subprocess.run(
+        ["grader", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def test_doctor_reports_every_layer() -> None:
+    result = _grader("doctor", "--json")
+    assert result.returncode == 0, result.stderr
+    layers = json.loads(result.stdout)
+    assert layers["fork_server"]["active"] is True
+    assert layers["rlimits"]["active"] is True
+    assert layers["landlock"]["active"] is (landlock_abi() > 0)
+    assert set(layers) == {"fork_server", "rlimits", "uid_drop", "netns", "no_new_privs",
+                           "landlock"}
+
+
+@pytest.fixture(scope="module")
+def small_test_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("testset") / "test.csv"
+    result = _grader("dataset", "synth", "--split", "test", "--count", "16", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def _evaluate(model: Path, test_set: Path) -> dict[str, object]:
+    result = _grader("evaluate", str(model), "--test-set", str(test_set), "--json")
+    assert result.stdout, result.stderr
+    report: dict[str, object] = json.loads(result.stdout)
+    return report
+
+
+def test_evaluate_names_hostile_models(tmp_path: Path, small_test_set: Path) -> None:
+    os.chmod(tmp_path, 0o777)
+    target = tmp_path / "written.txt"
+    cases = {
+        "SANDBOX_VIOLATION": hm.save_scripted(hm.Writer(str(target)), tmp_path / "w.pt"),
+        "NON_FINITE": hm.save_scripted(hm.NaNOutput(), tmp_path / "n.pt"),
+        "BAD_OUTPUT": hm.save_scripted(hm.IntegerOutput(), tmp_path / "i.pt"),
+    }
+    for status, model in cases.items():
+        report = _evaluate(model, small_test_set)
+        assert report["status"] == status, report
+        assert report["passed"] is False
+    assert not target.exists()
+    honest = _evaluate(hm.save_scripted(hm.Honest(), tmp_path / "h.pt"), small_test_set)
+    assert honest["status"] in ("PASSED", "FAILED")
+    assert isinstance(honest["score"], float) and honest["score"] > 0
