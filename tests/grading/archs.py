@@ -14,6 +14,7 @@ def _randomise_bn(module: nn.Module, generator: torch.Generator) -> None:
     for m in module.modules():
         if isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
             n = m.num_features
+            assert m.running_mean is not None and m.running_var is not None
             m.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
             m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
             m.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
@@ -33,8 +34,12 @@ class PlainCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 8, 5, padding=2), nn.ReLU(), nn.MaxPool2d(4),
-            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4),
+            nn.Conv2d(1, 8, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(4),
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(4),
         )
         self.fc = nn.Linear(16 * 6 * 6, 30)
 
@@ -46,12 +51,22 @@ class BNDropoutCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(4),
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.MaxPool2d(4),
             nn.Dropout(0.3),
-            nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(4),
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.MaxPool2d(4),
         )
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(576, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Dropout(0.5),
+            nn.Flatten(),
+            nn.Linear(576, 64),
+            nn.BatchNorm1d(64),
+            nn.ReLU(),
+            nn.Dropout(0.5),
             nn.Linear(64, 30),
         )
 

@@ -72,8 +72,8 @@ def test_torch_save_pickle_is_load_error(
     torch.save(model if what == "whole_model" else model.state_dict(), path)
     outcome = grade(path, small_test_set, settings)
     assert_failed(outcome, FailureKind.LOAD_ERROR)
-    assert "torch.save" in outcome.failure_message
-    assert "torch.jit.script" in outcome.failure_message
+    assert "torch.save" in (outcome.failure_message or "")
+    assert "torch.jit.script" in (outcome.failure_message or "")
 
 
 def test_garbage_file_is_load_error(
@@ -83,7 +83,7 @@ def test_garbage_file_is_load_error(
     path.write_bytes(b"definitely not a model" * 10)
     outcome = grade(path, small_test_set, settings)
     assert_failed(outcome, FailureKind.LOAD_ERROR)
-    assert "torch.jit.trace" in outcome.failure_message
+    assert "torch.jit.trace" in (outcome.failure_message or "")
 
 
 def test_too_large_is_checked_before_loading(
@@ -94,7 +94,7 @@ def test_too_large_is_checked_before_loading(
     path.write_bytes(b"x" * 5000)
     outcome = grade(path, small_test_set, settings, max_model_bytes=4999)
     assert_failed(outcome, FailureKind.TOO_LARGE)
-    assert "limit" in outcome.failure_message
+    assert "limit" in (outcome.failure_message or "")
     assert "load" not in outcome.timings and "predict" not in outcome.timings
 
 
@@ -128,7 +128,7 @@ def test_bad_output(
     settings = Settings(data_dir=tmp_path / "data", sandbox_enabled=sandbox_enabled)
     outcome = grade(path, small_test_set, settings)
     assert_failed(outcome, FailureKind.BAD_OUTPUT)
-    assert needle in outcome.failure_message
+    assert needle in (outcome.failure_message or "")
 
 
 @pytest.mark.parametrize("module", [NaNOutput(), InfSometimes()], ids=["nan", "inf"])
@@ -138,7 +138,7 @@ def test_non_finite_scores_zero(
     path = export(module, tmp_path / "model.pt")
     outcome = grade(path, small_test_set, settings)
     assert_failed(outcome, FailureKind.NON_FINITE)
-    assert "image 1" in outcome.failure_message
+    assert "image 1" in (outcome.failure_message or "")
 
 
 def test_missing_file_is_an_outcome_not_an_exception(

@@ -90,7 +90,9 @@ def test_predictions_do_not_depend_on_batch_size(
     np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-6)
 
 
-def test_batch_mixing_model_gets_batch1_predictions(small_test_set: TestSet, tmp_path: Path) -> None:
+def test_batch_mixing_model_gets_batch1_predictions(
+    small_test_set: TestSet, tmp_path: Path
+) -> None:
     # Batched, this model's answers depend on its neighbours; the probe must catch that.
     path = export(build("batch_mixing"), tmp_path / "m.pt")
     scripted = torch.jit.load(str(path))

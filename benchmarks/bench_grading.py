@@ -1,0 +1,182 @@
+"""Course loop vs grading engine, side by side, on the same 1000-image demo test set.
+
+    python benchmarks/bench_grading.py [--repeat 3] [--device cpu]
+
+For each model it times, end to end (load the file, predict every image, score):
+  course   the course's evaluate_model: torch.jit.load + DataLoader(batch_size=1) + MSELoss
+  engine   grade_model_file with sandbox_enabled=False (in-process predict + score)
+  sandbox  grade_model_file through grader.grading.sandbox.predict_in_sandbox
+and prints each one's best time, its ratio to the course loop, and the score difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from grader.config import Settings, get_settings
+from grader.grading.engine import grade_model_file
+from grader.grading.testsets import TestSet, demo_test_set_path, load_test_set
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO / "examples" / "facial_keypoints" / "reference_model.pt"
+
+
+class TypicalCourseCNN(nn.Module):
+    """Four conv-BN-ReLU-pool blocks (32 -> 256 channels), FC 9216 -> 256 -> 30: ~11 MB."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for c_in, c_out in [(1, 32), (32, 64), (64, 128), (128, 256)]:
+            layers += [
+                nn.Conv2d(c_in, c_out, 3, padding=1),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Sequential(
+            nn.Flatten(), nn.Linear(9216, 256), nn.ReLU(), nn.Dropout(0.3), nn.Linear(256, 30)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+class CourseDataset(Dataset):
+    def __init__(self, test_set: TestSet) -> None:
+        self.test_set = test_set
+
+    def __len__(self) -> int:
+        return len(self.test_set)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        image = torch.tensor(self.test_set.images[i] / 255, dtype=torch.float32).unsqueeze(0)
+        keypoints = torch.tensor(self.test_set.keypoints[i], dtype=torch.float32)
+        return {"image": image, "keypoints": keypoints}
+
+
+def evaluate_model(model, dataset):  # the course's code, verbatim
+    model.eval()
+    criterion = torch.nn.MSELoss()
+    dataloader = DataLoader(dataset, batch_size=1, shuffle=False)
+    loss = 0
+    for batch in dataloader:
+        image, keypoints = batch["image"], batch["keypoints"]
+        predicted_keypoints = model(image).view(-1, 15, 2)
+        loss += criterion(torch.squeeze(keypoints), torch.squeeze(predicted_keypoints)).item()
+    return 1.0 / (2 * (loss / len(dataloader)))
+
+
+def typical_cnn(path: Path) -> Path:
+    torch.manual_seed(0)
+    model = TypicalCourseCNN()
+    for m in model.modules():  # trained-looking BatchNorm statistics, not the identity
+        if isinstance(m, nn.BatchNorm2d):
+            assert m.running_mean is not None and m.running_var is not None
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    torch.jit.script(model.eval()).save(str(path))
+    return path
+
+
+def timed(fn: Callable[[], float], repeat: int) -> tuple[float, float]:
+    times, score = [], 0.0
+    for _ in range(repeat):
+        start = time.perf_counter()
+        score = fn()
+        times.append(time.perf_counter() - start)
+    return min(times), score
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    base = get_settings()
+    test_set = load_test_set(demo_test_set_path(base), cache_dir=base.cache_dir)
+    in_process = base.model_copy(update={"sandbox_enabled": False, "device": args.device})
+    sandboxed = base.model_copy(update={"sandbox_enabled": True, "device": args.device})
+    print(
+        f"{len(test_set)} images; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{platform.processor() or platform.machine()}; batch size {base.batch_size}; "
+        f"best of {args.repeat}"
+    )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        models = {"reference": REFERENCE, "typical CNN": typical_cnn(Path(tmp) / "typical.pt")}
+        for name, path in models.items():
+            bench_model(name, path, test_set, in_process, sandboxed, args.device, args.repeat)
+
+
+def bench_model(
+    name: str,
+    path: Path,
+    test_set: TestSet,
+    in_process: Settings,
+    sandboxed: Settings,
+    device: str,
+    repeat: int,
+) -> None:
+    def course() -> float:
+        model = torch.jit.load(str(path), map_location=device)
+        with torch.no_grad():
+            return evaluate_model(model, CourseDataset(test_set))
+
+    def engine(settings: Settings) -> float:
+        outcome = grade_model_file(
+            path,
+            test_set,
+            threshold=100.0,
+            max_model_bytes=settings.default_max_model_bytes,
+            settings=settings,
+        )
+        assert outcome.failure_kind is None, outcome.failure_message
+        return outcome.score
+
+    course_fn = course if device == "cpu" else _course_on_device(path, test_set, device)
+    t_course, s_course = timed(course_fn, repeat)
+    t_engine, s_engine = timed(lambda: engine(in_process), repeat)
+    t_sandbox, s_sandbox = timed(lambda: engine(sandboxed), repeat)
+    size_mb = path.stat().st_size / 1e6
+    print(f"\n{name} ({size_mb:.1f} MB), course score {s_course:.6f}")
+    print(f"  {'path':<10}{'seconds':>9}{'speed-up':>10}{'|score diff|':>15}{'relative':>11}")
+    for label, t, s in [
+        ("course", t_course, s_course),
+        ("engine", t_engine, s_engine),
+        ("sandbox", t_sandbox, s_sandbox),
+    ]:
+        diff = abs(s - s_course)
+        print(f"  {label:<10}{t:>9.3f}{t_course / t:>9.2f}x{diff:>15.2e}{diff / s_course:>11.1e}")
+
+
+def _course_on_device(path: Path, test_set: TestSet, device: str) -> Callable[[], float]:
+    # The course's loop with the image moved to the device: the only change a GPU needs.
+    def run() -> float:
+        model = torch.jit.load(str(path), map_location=device).eval()
+        criterion = torch.nn.MSELoss()
+        loss = 0.0
+        with torch.no_grad():
+            for batch in DataLoader(CourseDataset(test_set), batch_size=1, shuffle=False):
+                image = batch["image"].to(device)
+                keypoints = batch["keypoints"].to(device)
+                pred = model(image).view(-1, 15, 2)
+                loss += criterion(torch.squeeze(keypoints), torch.squeeze(pred)).item()
+        return 1.0 / (2 * (loss / len(test_set)))
+
+    return run
+
+
+if __name__ == "__main__":
+    main()
