@@ -11,6 +11,8 @@ import logging
 import os
 import subprocess
 import sys
+import threading
+from pathlib import Path
 
 import uvicorn
 
@@ -43,6 +45,41 @@ def worker_argv(queues: str, concurrency: int) -> list[str]:
     ]
 
 
+class WorkerKeeper(threading.Thread):
+    """Runs the embedded worker and restarts it if it dies (a crash, an OOM kill)."""
+
+    def __init__(self, argv: list[str], *, env: dict[str, str], log_path: Path) -> None:
+        super().__init__(name="worker-keeper", daemon=True)
+        self.argv, self.env, self.log_path = argv, env, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+
+    def _spawn(self) -> None:
+        self.proc = spawn(self.argv, env=self.env, log_path=self.log_path)
+        print(f"grader: worker pid {self.proc.pid} (log: {self.log_path})", flush=True)
+
+    def start(self) -> None:
+        self._spawn()
+        super().start()
+
+    def run(self) -> None:
+        while not self._stopping.wait(1.0):
+            with self._lock:
+                if self._stopping.is_set() or self.proc is None or self.proc.poll() is None:
+                    continue
+                logger.warning("worker exited with %s; restarting it", self.proc.returncode)
+                self._spawn()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping.set()
+            if self.proc is not None:
+                # Warm shutdown lets a running grading finish briefly; an unfinished one is
+                # re-sent by the sweeper on the next start (its RUNNING claim names a dead pid).
+                stop(self.proc, timeout=15)
+
+
 def serve(settings: Settings, *, host: str, port: int, with_worker: bool) -> None:
     data_dir = settings.resolved_data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -50,7 +87,7 @@ def serve(settings: Settings, *, host: str, port: int, with_worker: bool) -> Non
     report = bootstrap(settings)
 
     broker: EmbeddedRedis | None = None
-    worker: subprocess.Popen[bytes] | None = None
+    worker: WorkerKeeper | None = None
     try:
         if settings.broker_url is None:
             broker = EmbeddedRedis(data_dir, socket_path=settings.redis_socket_path)
@@ -59,12 +96,12 @@ def serve(settings: Settings, *, host: str, port: int, with_worker: bool) -> Non
         broker_url = settings.celery_broker_url
         if with_worker:
             # The embedded worker serves both queues: there is no separate GPU machine here.
-            worker = spawn(
+            worker = WorkerKeeper(
                 worker_argv("cpu,gpu", settings.worker_concurrency),
                 env=child_env(settings, broker_url),
                 log_path=data_dir / "worker.log",
             )
-            print(f"grader: worker pid {worker.pid} (log: {data_dir / 'worker.log'})", flush=True)
+            worker.start()
         _announce(settings, host=host, port=port, report=report)
         config = uvicorn.Config(
             "grader.app:create_app",
@@ -78,9 +115,7 @@ def serve(settings: Settings, *, host: str, port: int, with_worker: bool) -> Non
         uvicorn.Server(config).run()
     finally:
         if worker is not None:
-            # Warm shutdown lets a running grading finish briefly; an unfinished one is
-            # re-sent by the sweeper on the next start (its RUNNING claim names a dead pid).
-            stop(worker, timeout=15)
+            worker.stop()
         if broker is not None:
             broker.stop()
         print("grader: stopped", flush=True)

@@ -1,0 +1,192 @@
+"""API tests on SQLite and PostgreSQL with a real Redis broker (no worker: tasks are
+inspected in the queue, or graded in-process by calling the grading service)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from grader.app import create_app
+from grader.config import Settings
+from grader.db import get_engine
+from grader.runtime.bootstrap import bootstrap
+from tests.support.live_server import ADMIN_PASSWORD
+from tests.support.models import write_small_test_set
+
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+REDIS_URL = "redis://127.0.0.1:6379/13"  # a dedicated index, flushed by these tests
+
+
+def _postgres_database() -> Iterator[str]:
+    import psycopg
+
+    name = f"grader_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(
+            "host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True, connect_timeout=3
+        )
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required in CI: {exc}")
+        pytest.skip(f"PostgreSQL unreachable: {exc}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        _engine_urls.append(url)
+        yield url
+    finally:
+        _dispose_engines()
+        with psycopg.connect(
+            "host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True
+        ) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _dispose_engines() -> None:
+    # Close pooled connections so the database can be dropped.
+    from grader.db import get_sessionmaker
+
+    for url in _engine_urls:
+        get_engine(url).dispose()
+    get_engine.cache_clear()
+    get_sessionmaker.cache_clear()
+
+
+_engine_urls: list[str] = []
+
+
+@pytest.fixture(
+    scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("sqlite") / "grader.sqlite3"
+        yield f"sqlite:///{path}"
+    else:
+        yield from _postgres_database()
+
+
+@pytest.fixture(scope="session")
+def redis_broker() -> redis.Redis:
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Redis is required in CI: {exc}")
+        pytest.skip(f"Redis unreachable: {exc}")
+    client.flushdb()
+    return client
+
+
+@pytest.fixture(scope="session")
+def small_test_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_small_test_set(tmp_path_factory.mktemp("testset") / "small.csv")
+
+
+@pytest.fixture(scope="session")
+def settings(
+    backend: str, redis_broker: redis.Redis, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
+    data_dir = tmp_path_factory.mktemp("data")
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=backend,
+        broker_url=REDIS_URL,
+        admin_password=ADMIN_PASSWORD,
+        sweeper_enabled=False,
+        environment="test",
+    )
+    bootstrap(settings, demo=False)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def app_client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+@dataclass
+class Api:
+    """A TestClient bound to one bearer token."""
+
+    client: TestClient
+    token: str
+    username: str
+
+    def _headers(self, extra: dict[str, str] | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}", **(extra or {})}
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.client.get(path, headers=self._headers(kw.pop("headers", None)), **kw)
+
+    def post(self, path: str, **kw: Any) -> Any:
+        return self.client.post(path, headers=self._headers(kw.pop("headers", None)), **kw)
+
+    def patch(self, path: str, **kw: Any) -> Any:
+        return self.client.patch(path, headers=self._headers(kw.pop("headers", None)), **kw)
+
+    def put(self, path: str, **kw: Any) -> Any:
+        return self.client.put(path, headers=self._headers(kw.pop("headers", None)), **kw)
+
+    def delete(self, path: str, **kw: Any) -> Any:
+        return self.client.delete(path, headers=self._headers(kw.pop("headers", None)), **kw)
+
+    def upload(self, slug: str, path: Path, **kw: Any) -> Any:
+        with path.open("rb") as fh:
+            return self.post(
+                f"/api/v1/exercises/{slug}/submissions", files={"file": (path.name, fh)}, **kw
+            )
+
+
+def login(client: TestClient, username: str, password: str) -> str:
+    response = client.post("/api/v1/auth/token", data={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+@pytest.fixture(scope="session")
+def admin(app_client: TestClient) -> Api:
+    return Api(app_client, login(app_client, "admin", ADMIN_PASSWORD), "admin")
+
+
+@pytest.fixture
+def make_student(app_client: TestClient, admin: Api) -> Any:
+    def make(student_id: str | None = None) -> Api:
+        username = f"s-{uuid.uuid4().hex[:8]}"
+        response = admin.post(
+            "/api/v1/users",
+            json={"username": username, "password": "student-pass", "student_id": student_id},
+        )
+        assert response.status_code == 201, response.text
+        return Api(app_client, login(app_client, username, "student-pass"), username)
+
+    return make
+
+
+@pytest.fixture
+def make_exercise(admin: Api, small_test_set: Path) -> Any:
+    def make(**fields: Any) -> str:
+        slug = f"ex-{uuid.uuid4().hex[:8]}"
+        response = admin.post("/api/v1/exercises", json={"slug": slug, "title": slug, **fields})
+        assert response.status_code == 201, response.text
+        with small_test_set.open("rb") as fh:
+            put = admin.put(
+                f"/api/v1/exercises/{slug}/test-set", files={"file": ("small.csv", fh, "text/csv")}
+            )
+        assert put.status_code == 200, put.text
+        return slug
+
+    return make
