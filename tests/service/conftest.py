@@ -190,3 +190,12 @@ def make_exercise(admin: Api, small_test_set: Path) -> Any:
         return slug
 
     return make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_sandbox() -> Iterator[None]:
+    # In-process grading (test_grading_service) starts this process's fork server.
+    yield
+    from grader.grading.sandbox import shutdown
+
+    shutdown()
