@@ -18,9 +18,19 @@ def _log_sandbox_layers(**_: Any) -> None:
         logger.warning("sandbox layer report unavailable (grader.grading.doctor missing)")
         return
     try:
-        logger.info("sandbox layers: %s", describe_sandbox_layers())
+        from grader.config import get_settings
+
+        layers = describe_sandbox_layers(device=get_settings().device)
+        for name, active, note in layers:
+            logger.info("sandbox layer %-20s %s  %s", name, "ACTIVE" if active else "off", note)
     except Exception:
         logger.exception("could not describe the sandbox layers")
+    finally:
+        # The report started a fork server in this (main) process; grading happens in the
+        # pool's children, which start their own. Don't leave one here to be inherited.
+        from grader.grading.sandbox import shutdown
+
+        shutdown()
 
 
 @worker_process_shutdown.connect
