@@ -147,6 +147,14 @@ def revoke_token(session: Session, *, actor: User, token_id: int) -> ApiToken:
     return record
 
 
+def revoke_token_value(session: Session, *, token: str) -> None:
+    """Revoke the token itself (a browser session logging out); unknown tokens are ignored."""
+    record = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    if record is not None and record.revoked_at is None:
+        record.revoked_at = utcnow()
+        session.flush()
+
+
 def require_instructor(user: User) -> None:
     if not user.is_instructor:
         raise Forbidden("Only instructors can do this.")

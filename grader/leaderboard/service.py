@@ -93,6 +93,16 @@ def standings(session: Session, *, exercise: Exercise) -> list[Standing]:
     return out
 
 
+def last_submitted(session: Session, *, exercise: Exercise) -> dict[int, datetime]:
+    """user_id -> time of that user's latest submission to the exercise (any status)."""
+    rows = session.execute(
+        select(Submission.user_id, func.max(Submission.created_at))
+        .where(Submission.exercise_id == exercise.id)
+        .group_by(Submission.user_id)
+    )
+    return {user_id: at for user_id, at in rows}
+
+
 @dataclass
 class LeaderboardRow:
     rank: int | None

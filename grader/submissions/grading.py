@@ -170,7 +170,15 @@ def grade_submission(settings: Settings, submission_id: int) -> str:
         status, reason = outcome.status, None
     else:
         status, reason = Status.ERROR.value, outcome.status
-    return _finish(settings, job, outcome=outcome, status=status, reason=reason, me=me)
+    # Web picture (issue 5): only for a model that produced valid output; never affects grading.
+    preview = None
+    if reason is None:
+        from grader.submissions.preview import predict_preview
+
+        preview = predict_preview(settings, job.model_path, time_limit_s=job.time_limit_s)
+    return _finish(
+        settings, job, outcome=outcome, status=status, reason=reason, me=me, preview=preview
+    )
 
 
 def _finish(
@@ -181,6 +189,7 @@ def _finish(
     status: str,
     reason: str | None,
     me: str,
+    preview: list[list[list[float]]] | None = None,
 ) -> str:
     try:
         with session_scope(settings.sqlalchemy_url) as session:
@@ -218,6 +227,7 @@ def _finish(
                     testset_version=job.testset_version,
                     evaluator_version=grader.EVALUATOR_VERSION,
                     torch_version=_torch_version(),
+                    preview_keypoints=preview,
                 )
             )
             session.flush()

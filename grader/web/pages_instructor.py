@@ -1,0 +1,316 @@
+"""Instructor pages: leaderboard and grades, exercise management, users and tokens.
+
+Every route depends on PageInstructor, so the role is checked on the server for each request.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request, UploadFile
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.responses import RedirectResponse, Response
+
+from grader.auth import service as auth_service
+from grader.auth.models import Role
+from grader.deps import PublishDep, SessionDep, SettingsDep
+from grader.errors import Forbidden, Invalid
+from grader.exercises import service as exercises
+from grader.exercises.models import LatePolicy, LeaderboardVisibility
+from grader.leaderboard.service import grades_csv, last_submitted, standings
+from grader.submissions import service as submissions
+from grader.submissions.schemas import SubmissionOut
+from grader.web.charts import score_histogram
+from grader.web.core import CsrfForm, PageInstructor, WebRoute, render
+
+router = APIRouter(prefix="/instructor", route_class=WebRoute, include_in_schema=False)
+
+NOTICES = {
+    "created": "Exercise created.",
+    "saved": "Settings saved.",
+    "testset": "New test set version installed. Rescore to grade old submissions against it.",
+    "revoked": "Token revoked.",
+}
+
+
+def _text(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _optional_number(form: FormData, name: str, kind: type[int] | type[float]) -> Any:
+    raw = _text(form, name)
+    if not raw:
+        return None
+    try:
+        return kind(raw)
+    except ValueError:
+        raise Invalid(f"{name.replace('_', ' ')}: {raw!r} is not a number.") from None
+
+
+def exercise_fields(form: FormData) -> dict[str, Any]:
+    """The exercise form's fields as the exercises service names them."""
+    deadline_raw = _text(form, "deadline")
+    deadline = None
+    if deadline_raw:
+        try:
+            # The form's datetime-local has no zone; the page says the deadline is in UTC.
+            deadline = datetime.fromisoformat(deadline_raw).replace(tzinfo=UTC)
+        except ValueError:
+            raise Invalid(f"deadline: {deadline_raw!r} is not a date and time.") from None
+    size_mb = _optional_number(form, "max_model_mb", float)
+    fields: dict[str, Any] = {
+        "title": _text(form, "title"),
+        "description": _text(form, "description"),
+        "threshold": _optional_number(form, "threshold", float),
+        "deadline": deadline,
+        "daily_limit": _optional_number(form, "daily_limit", int),
+        "time_limit_s": _optional_number(form, "time_limit_s", float),
+        "max_model_bytes": int(size_mb * 1_000_000) if size_mb else None,
+        "queue": _text(form, "queue") or "cpu",
+        "late_policy": _text(form, "late_policy") or LatePolicy.REJECT.value,
+        "leaderboard_visibility": _text(form, "leaderboard_visibility")
+        or LeaderboardVisibility.ANONYMOUS.value,
+        "is_published": form.get("is_published") is not None,
+    }
+    if not fields["title"]:
+        raise Invalid("An exercise needs a title.")
+    return fields
+
+
+def _choices() -> dict[str, Any]:
+    return {
+        "queues": exercises.QUEUES,
+        "late_policies": [p.value for p in LatePolicy],
+        "visibilities": [v.value for v in LeaderboardVisibility],
+    }
+
+
+@router.get("")
+def instructor_home(_: PageInstructor) -> Response:
+    return RedirectResponse("/instructor/exercises", status_code=303)
+
+
+@router.get("/exercises")
+def exercises_page(request: Request, _: PageInstructor, session: SessionDep) -> Response:
+    rows = exercises.list_exercises(session, include_unpublished=True)
+    return render(request, "instructor/exercises.html", {"exercises": rows, **_choices()})
+
+
+@router.post("/exercises", dependencies=[CsrfForm])
+async def create_exercise(
+    request: Request, _: PageInstructor, session: SessionDep, settings: SettingsDep
+) -> Response:
+    form = await request.form()
+    fields = exercise_fields(form)
+    slug = _text(form, "slug")
+
+    def create() -> None:
+        exercise = exercises.create_exercise(session, slug=slug, settings=settings, **fields)
+        if form.get("use_demo_test_set") is not None:
+            from grader.grading.testsets import demo_test_set_path
+
+            exercises.set_test_set(
+                session, exercise=exercise, csv_path=demo_test_set_path(settings), settings=settings
+            )
+
+    await run_in_threadpool(create)
+    return RedirectResponse(f"/instructor/exercises/{slug}?notice=created", status_code=303)
+
+
+@router.get("/exercises/{slug}")
+def exercise_dashboard(
+    request: Request,
+    slug: str,
+    _: PageInstructor,
+    session: SessionDep,
+    notice: str | None = None,
+) -> Response:
+    exercise = exercises.get_exercise(session, slug=slug)
+    rows = standings(session, exercise=exercise)
+    last = last_submitted(session, exercise=exercise)
+    scores = [r.best_score for r in rows if r.best_score is not None]
+    return render(
+        request,
+        "instructor/exercise.html",
+        {
+            "exercise": exercise,
+            "rows": rows,
+            "last": last,
+            "histogram": score_histogram(scores, threshold=exercise.threshold),
+            "n_passed": sum(1 for r in rows if r.passed),
+            "notice": NOTICES.get(notice or ""),
+            **_choices(),
+        },
+    )
+
+
+@router.post("/exercises/{slug}", dependencies=[CsrfForm])
+async def update_exercise(
+    request: Request, slug: str, _: PageInstructor, session: SessionDep
+) -> Response:
+    form = await request.form()
+    exercise = exercises.get_exercise(session, slug=slug)
+    changes = exercise_fields(form)
+    if changes["max_model_bytes"] is None:
+        del changes["max_model_bytes"]
+    if changes["threshold"] is None:
+        del changes["threshold"]
+    exercises.update_exercise(session, exercise=exercise, changes=changes)
+    return RedirectResponse(f"/instructor/exercises/{slug}?notice=saved", status_code=303)
+
+
+@router.post("/exercises/{slug}/test-set", dependencies=[CsrfForm])
+async def upload_test_set(
+    request: Request, slug: str, _: PageInstructor, session: SessionDep, settings: SettingsDep
+) -> Response:
+    form = await request.form()
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile) or not upload.filename:
+        raise Invalid("Choose a test set CSV file.")
+    exercise = exercises.get_exercise(session, slug=slug)
+    settings.testsets_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=settings.testsets_dir, suffix=".csv") as tmp:
+        await run_in_threadpool(shutil.copyfileobj, upload.file, tmp)
+        tmp.flush()
+        await run_in_threadpool(
+            exercises.set_test_set,
+            session,
+            exercise=exercise,
+            csv_path=Path(tmp.name),
+            settings=settings,
+        )
+    return RedirectResponse(f"/instructor/exercises/{slug}?notice=testset", status_code=303)
+
+
+@router.post("/exercises/{slug}/rescore", dependencies=[CsrfForm])
+def rescore(
+    request: Request, slug: str, _: PageInstructor, session: SessionDep, publish: PublishDep
+) -> Response:
+    exercise = exercises.get_exercise(session, slug=slug)
+    ids = submissions.rescore_submissions(session, exercise=exercise, publish=publish)
+    return render(
+        request,
+        "instructor/done.html",
+        {
+            "title": "Rescoring",
+            "message": f"{len(ids)} finished submission(s) of {exercise.title} were queued again.",
+            "back": f"/instructor/exercises/{slug}",
+        },
+    )
+
+
+@router.get("/exercises/{slug}/grades.csv")
+def grades(slug: str, _: PageInstructor, session: SessionDep) -> Response:
+    exercise = exercises.get_exercise(session, slug=slug)
+    return Response(
+        content=grades_csv(session, exercise=exercise),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{slug}-grades.csv"'},
+    )
+
+
+@router.get("/exercises/{slug}/students/{username}")
+def student_submissions(
+    request: Request, slug: str, username: str, _: PageInstructor, session: SessionDep
+) -> Response:
+    exercise = exercises.get_exercise(session, slug=slug)
+    student = auth_service.get_user(session, username=username)
+    # Listing "as" the student is exactly "this student's submissions"; the role was checked.
+    listing = submissions.list_submissions(session, user=student, exercise=exercise, limit=200)
+    return render(
+        request,
+        "instructor/student.html",
+        {
+            "exercise": exercise,
+            "student": student,
+            "items": [SubmissionOut.from_row(s) for s in listing.items],
+        },
+    )
+
+
+# --- users and tokens ------------------------------------------------------------------------
+
+
+def _users_page(request: Request, session: SessionDep, **extra: Any) -> Response:
+    return render(
+        request,
+        "instructor/users.html",
+        {"users": auth_service.list_users(session), "created": None, "imported": None, **extra},
+    )
+
+
+@router.get("/users")
+def users_page(request: Request, _: PageInstructor, session: SessionDep) -> Response:
+    return _users_page(request, session)
+
+
+@router.post("/users", dependencies=[CsrfForm])
+async def create_user(request: Request, actor: PageInstructor, session: SessionDep) -> Response:
+    form = await request.form()
+    role = Role(_text(form, "role") or Role.STUDENT.value)
+    if role is Role.ADMIN and actor.role != Role.ADMIN.value:
+        raise Forbidden("Only an admin can create admins.")
+    password = _text(form, "password")
+    if password and len(password) < 8:
+        raise Invalid("A password has at least 8 characters (or leave it empty to generate one).")
+    generated = None if password else auth_service.generate_password()
+    user = auth_service.create_user(
+        session,
+        username=_text(form, "username"),
+        role=role,
+        password=password or generated,
+        student_id=_text(form, "student_id") or None,
+        display_name=_text(form, "display_name"),
+    )
+    # The generated password is shown once, on this response, and never stored in clear.
+    return _users_page(request, session, created={"username": user.username, "password": generated})
+
+
+@router.post("/users/import", dependencies=[CsrfForm])
+async def import_roster(request: Request, _: PageInstructor, session: SessionDep) -> Response:
+    form = await request.form()
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile) or not upload.filename:
+        raise Invalid("Choose a roster CSV file.")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "roster.csv"
+        with path.open("wb") as out:
+            await run_in_threadpool(shutil.copyfileobj, upload.file, out)
+        imported = await run_in_threadpool(auth_service.import_roster, session, path=path)
+    return _users_page(request, session, imported=imported)
+
+
+@router.get("/users/{username}")
+def user_page(request: Request, username: str, _: PageInstructor, session: SessionDep) -> Response:
+    user = auth_service.get_user(session, username=username)
+    tokens = auth_service.list_tokens(session, user=user)
+    return render(
+        request, "instructor/user.html", {"person": user, "tokens": tokens, "issued": None}
+    )
+
+
+@router.post("/users/{username}/tokens", dependencies=[CsrfForm])
+async def issue_token(
+    request: Request, username: str, _: PageInstructor, session: SessionDep
+) -> Response:
+    form = await request.form()
+    user = auth_service.get_user(session, username=username)
+    issued = auth_service.issue_token(session, user=user, name=_text(form, "name")[:100])
+    tokens = auth_service.list_tokens(session, user=user)
+    return render(
+        request,
+        "instructor/user.html",
+        {"person": user, "tokens": tokens, "issued": issued.token},
+    )
+
+
+@router.post("/tokens/{token_id}/revoke", dependencies=[CsrfForm])
+def revoke_token(token_id: int, actor: PageInstructor, session: SessionDep) -> Response:
+    record = auth_service.revoke_token(session, actor=actor, token_id=token_id)
+    return RedirectResponse(f"/instructor/users/{record.user.username}", status_code=303)

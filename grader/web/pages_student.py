@@ -1,0 +1,258 @@
+"""Login, the student's pages, and the public assets (CSS/JS, sample faces)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Query, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from grader.auth import service as auth_service
+from grader.deps import PublishDep, SessionDep, SettingsDep
+from grader.errors import DomainError, NotAuthenticated, NotFound
+from grader.exercises.router import exercise_out
+from grader.exercises.service import get_exercise, list_exercises
+from grader.leaderboard.service import leaderboard
+from grader.submissions import service as submissions
+from grader.submissions.models import TERMINAL
+from grader.submissions.preview import PREVIEW_FACES, public_faces
+from grader.submissions.router import _accept, _admit
+from grader.submissions.schemas import SubmissionOut
+from grader.submissions.upload import receive_model_upload
+from grader.web import session as web_session
+from grader.web.charts import keypoint_bars
+from grader.web.core import (
+    WEB_DIR,
+    CsrfForm,
+    CsrfHeader,
+    MaybeUser,
+    PageUser,
+    WebRoute,
+    render,
+)
+from grader.web.png import encode_gray_png
+
+router = APIRouter(route_class=WebRoute, include_in_schema=False)
+
+_STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
+_STATIC = {
+    p.name: (p.read_bytes(), _STATIC_TYPES[p.suffix])
+    for p in (WEB_DIR / "static").iterdir()
+    if p.suffix in _STATIC_TYPES
+}
+_FACE_PNGS: dict[int, bytes] = {}
+
+
+def safe_next(target: str | None) -> str:
+    # Only same-site paths: "//evil.example" or "https://…" would be an open redirect.
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/exercises"
+
+
+@router.get("/static/{name}")
+def static(name: str) -> Response:
+    if name not in _STATIC:
+        raise NotFound("No such file.")
+    body, media_type = _STATIC[name]
+    return Response(body, media_type=media_type, headers={"Cache-Control": "public, max-age=3600"})
+
+
+@router.get("/faces/{index}.png")
+def face_png(index: int) -> Response:
+    """The public sample faces (synthetic `val` split) the preview keypoints are drawn on."""
+    if not 0 <= index < PREVIEW_FACES:
+        raise NotFound("No such face.")
+    if index not in _FACE_PNGS:
+        _FACE_PNGS[index] = encode_gray_png(public_faces()[index])
+    cache = {"Cache-Control": "public, max-age=86400"}
+    return Response(_FACE_PNGS[index], media_type="image/png", headers=cache)
+
+
+@router.get("/")
+def home(user: MaybeUser) -> Response:
+    if user is None:
+        return RedirectResponse("/login", status_code=303)
+    return RedirectResponse("/instructor/exercises" if user.is_instructor else "/exercises", 303)
+
+
+@router.get("/login")
+def login_page(request: Request, user: MaybeUser, next: str | None = None) -> Response:
+    if user is not None:
+        return RedirectResponse(safe_next(next), status_code=303)
+    return render(request, "login.html", {"next": safe_next(next), "error": None})
+
+
+@router.post("/login", dependencies=[CsrfForm])
+def login(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/exercises",
+) -> Response:
+    try:
+        user = auth_service.authenticate(session, username=username.strip(), password=password)
+    except NotAuthenticated as exc:
+        return render(
+            request,
+            "login.html",
+            {"next": safe_next(next), "error": exc.detail, "username": username},
+            status_code=401,
+        )
+    issued = auth_service.issue_token(
+        session,
+        user=user,
+        name="web session",
+        ttl=timedelta(hours=settings.access_token_ttl_hours),
+    )
+    web_session.start_session(request, issued.token)
+    target = safe_next(next)
+    if target == "/exercises" and user.is_instructor:
+        target = "/instructor/exercises"
+    response = RedirectResponse(target, status_code=303)
+    web_session.write_cookie(response, request, settings)
+    return response
+
+
+@router.post("/logout", dependencies=[CsrfForm])
+def logout(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    current = web_session.load_session(request, settings)
+    if current.token:
+        auth_service.revoke_token_value(session, token=current.token)
+    response = RedirectResponse("/login", status_code=303)
+    web_session.clear_cookie(response, request)
+    return response
+
+
+@router.get("/exercises")
+def exercises_page(request: Request, user: PageUser, session: SessionDep) -> Response:
+    best = submissions.best_scores(session, user=user)
+    rows = [
+        exercise_out(session, exercise=e, user=user, best=best)
+        for e in list_exercises(session, include_unpublished=user.is_instructor)
+    ]
+    return render(request, "exercises.html", {"exercises": rows})
+
+
+@router.get("/exercises/{slug}")
+def exercise_page(request: Request, slug: str, user: PageUser, session: SessionDep) -> Response:
+    exercise = get_exercise(session, slug=slug, include_unpublished=user.is_instructor)
+    closed_reason = None
+    try:
+        submissions.check_can_submit(session, user=user, exercise=exercise)
+    except DomainError as exc:
+        closed_reason = exc.detail
+    recent = submissions.list_submissions(session, user=user, exercise=exercise, limit=5)
+    return render(
+        request,
+        "exercise.html",
+        {
+            "exercise": exercise_out(session, exercise=exercise, user=user),
+            "closed_reason": closed_reason,
+            "recent": [SubmissionOut.from_row(s) for s in recent.items],
+        },
+    )
+
+
+@router.post("/exercises/{slug}/submissions", dependencies=[CsrfHeader])
+async def upload(
+    request: Request,
+    slug: str,
+    user: PageUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    publish: PublishDep,
+) -> Response:
+    """The upload form's target: the same admission and checks as the REST API's upload."""
+    exercise = await run_in_threadpool(_admit, session, user=user, slug=slug)
+    received = await receive_model_upload(
+        request, max_bytes=exercise.max_model_bytes, tmp_dir=settings.uploads_dir / ".incoming"
+    )
+    submission_id = await run_in_threadpool(
+        _accept,
+        session,
+        user=user,
+        exercise=exercise,
+        received=received,
+        settings=settings,
+        publish=publish,
+    )
+    url = f"/submissions/{submission_id}"
+    if "application/json" in request.headers.get("accept", ""):
+        return JSONResponse({"id": submission_id, "status": "QUEUED", "url": url}, 202)
+    return RedirectResponse(url, status_code=303)
+
+
+@router.get("/submissions")
+def history_page(
+    request: Request,
+    user: PageUser,
+    session: SessionDep,
+    page: Annotated[int, Query(ge=1)] = 1,
+) -> Response:
+    per_page = 50
+    listing = submissions.list_submissions(
+        session, user=user, limit=per_page, offset=(page - 1) * per_page
+    )
+    return render(
+        request,
+        "history.html",
+        {
+            "items": [SubmissionOut.from_row(s) for s in listing.items],
+            "page": page,
+            "has_next": page * per_page < listing.total,
+            "total": listing.total,
+        },
+    )
+
+
+def _submission_context(sub: SubmissionOut, preview: list[list[list[float]]] | None) -> dict:
+    rmse = sub.result.per_keypoint_rmse_px if sub.result else None
+    return {
+        "sub": sub,
+        "terminal": sub.status in TERMINAL,
+        "bars": keypoint_bars(rmse),
+        "preview": list(enumerate(preview or [])),
+    }
+
+
+@router.get("/submissions/{submission_id}")
+def submission_page(
+    request: Request, submission_id: int, user: PageUser, session: SessionDep
+) -> Response:
+    row = submissions.get_submission(session, user=user, submission_id=submission_id)
+    preview = row.result.preview_keypoints if row.result else None
+    ctx = _submission_context(SubmissionOut.from_row(row), preview)
+    return render(request, "submission.html", ctx)
+
+
+@router.get("/submissions/{submission_id}/result")
+def submission_fragment(
+    request: Request, submission_id: int, user: PageUser, session: SessionDep
+) -> Response:
+    """The result panel alone, swapped into the open page when grading ends."""
+    row = submissions.get_submission(session, user=user, submission_id=submission_id)
+    preview = row.result.preview_keypoints if row.result else None
+    ctx = _submission_context(SubmissionOut.from_row(row), preview)
+    return render(request, "_result.html", ctx)
+
+
+@router.get("/submissions/{submission_id}/status")
+def submission_status(submission_id: int, user: PageUser, session: SessionDep) -> Response:
+    row = submissions.get_submission(session, user=user, submission_id=submission_id)
+    return JSONResponse(
+        {"id": row.id, "status": row.status, "terminal": row.status in TERMINAL},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.get("/exercises/{slug}/leaderboard")
+def leaderboard_page(request: Request, slug: str, user: PageUser, session: SessionDep) -> Response:
+    exercise = get_exercise(session, slug=slug, include_unpublished=user.is_instructor)
+    rows = leaderboard(session, exercise=exercise, viewer=user)
+    return render(request, "leaderboard.html", {"exercise": exercise_out(
+        session, exercise=exercise, user=user), "rows": rows})  # fmt: skip
