@@ -225,6 +225,14 @@ def run(raw_request: dict[str, Any], *, zygote_pid: int, images_fd: int, model_f
         import torch
 
         torch.set_num_threads(max(1, req.threads))
+        if req.device.startswith("cuda"):
+            # CUDA starts here, after confinement: it does not survive a fork, and the
+            # fork server never touches it.
+            gpu = torch.device(req.device)
+            total = torch.cuda.get_device_properties(gpu).total_memory
+            torch.cuda.set_per_process_memory_fraction(
+                min(1.0, req.memory_limit_bytes / total), gpu
+            )
         info: dict[str, Any] = {"layers": layers.applied, "notes": layers.notes}
         if req.probe:
             send_json(result_fd, b"T", info)
