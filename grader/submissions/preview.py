@@ -58,4 +58,5 @@ def predict_preview(
     pixels = np.asarray(predictions, dtype=np.float64) * PIXELS_PER_UNIT + PIXELS_PER_UNIT
     if not np.all(np.isfinite(pixels)):
         return None
-    return np.round(pixels, 1).tolist()  # type: ignore[no-any-return]
+    rounded: list[list[list[float]]] = np.round(pixels, 1).tolist()
+    return rounded

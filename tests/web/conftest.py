@@ -111,3 +111,12 @@ def linear_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.support.models import write_linear_model
 
     return write_linear_model(tmp_path_factory.mktemp("models") / "linear.pt")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_sandbox() -> Iterator[None]:
+    # Grading in-process (test_preview) starts this process's sandbox fork server.
+    yield
+    from grader.grading.sandbox import shutdown
+
+    shutdown()
