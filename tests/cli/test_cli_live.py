@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import stat
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,20 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.live_server import LiveServer
+from tests.support.models import (
+    DUMMY_MODEL,
+    REFERENCE_MODEL,
+    write_linear_model,
+    write_slow_model,
+)
+
 from .helpers import CliRunner, fake_torchscript_zip
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "facial_keypoints"
-REFERENCE = EXAMPLES / "reference_model.pt"
-DUMMY = EXAMPLES / "dummy_model.pt"
+REFERENCE = REFERENCE_MODEL
+DUMMY = DUMMY_MODEL
 EXERCISE = "facial-keypoints"
 PASSED, FAILED, USAGE, AUTH, INTERRUPTED = 0, 1, 2, 4, 130
 
@@ -47,35 +53,21 @@ class Student:
 
 
 @pytest.fixture(scope="module")
-def server(request: pytest.FixtureRequest) -> Any:
-    try:
-        return request.getfixturevalue("live_server")
-    except pytest.FixtureLookupError:
-        pytest.skip("the live_server fixture (tests/conftest.py) is not available")
-
-
-def _token(url: str, username: str, password: str) -> str:
-    response = httpx.post(
-        f"{url}/api/v1/auth/token", data={"username": username, "password": password}, timeout=30
-    )
-    response.raise_for_status()
-    return str(response.json()["access_token"])
+def student(live_server: LiveServer) -> Student:
+    username, password = live_server.create_student(password="correct horse battery")
+    return Student(live_server.url, username, password, live_server.token(username, password))
 
 
 @pytest.fixture(scope="module")
-def student(server: Any) -> Student:
-    url = str(server.url).rstrip("/")
-    admin = _token(url, server.admin_username, server.admin_password)
-    username = f"cli-{uuid.uuid4().hex[:8]}"
-    password = "correct horse battery"
-    created = httpx.post(
-        f"{url}/api/v1/users",
-        json={"username": username, "password": password, "role": "student"},
-        headers={"Authorization": f"Bearer {admin}"},
-        timeout=30,
-    )
-    created.raise_for_status()
-    return Student(url, username, password, _token(url, username, password))
+def linear_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Any honest TorchScript file, for tests about the CLI rather than the verdict."""
+    return write_linear_model(tmp_path_factory.mktemp("models") / "linear.pt")
+
+
+@pytest.fixture(scope="module")
+def slow_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Still grading when the CLI is interrupted."""
+    return write_slow_model(tmp_path_factory.mktemp("models") / "slow.pt")
 
 
 @pytest.fixture
@@ -143,8 +135,8 @@ def test_bad_token_exits_4(cli: CliRunner, student: Student) -> None:
     assert "log in with grader-cli login" in listing.stderr
 
 
-def test_unauthenticated_exits_4(cli: CliRunner, student: Student) -> None:
-    result = cli("submit", str(REFERENCE), "--exercise", EXERCISE, "--server", student.server)
+def test_unauthenticated_exits_4(cli: CliRunner, student: Student, linear_model: Path) -> None:
+    result = cli("submit", str(linear_model), "--exercise", EXERCISE, "--server", student.server)
 
     assert result.code == AUTH
     assert "log in with grader-cli login" in result.stderr
@@ -209,8 +201,8 @@ def test_oversized_model_is_refused_with_the_exercises_limit(
     assert student.api("/submissions?limit=1")["total"] == before
 
 
-def test_unknown_exercise_and_submission_exit_2(logged_in: CliRunner) -> None:
-    submit = logged_in("submit", str(REFERENCE), "--exercise", "no-such-exercise")
+def test_unknown_exercise_and_submission_exit_2(logged_in: CliRunner, linear_model: Path) -> None:
+    submit = logged_in("submit", str(linear_model), "--exercise", "no-such-exercise")
     status = logged_in("status", "999999999")
     board = logged_in("leaderboard", "no-such-exercise")
 
@@ -219,10 +211,12 @@ def test_unknown_exercise_and_submission_exit_2(logged_in: CliRunner) -> None:
     assert board.code == USAGE
 
 
-def test_exercise_is_chosen_when_there_is_only_one(logged_in: CliRunner, student: Student) -> None:
+def test_exercise_is_chosen_when_there_is_only_one(
+    logged_in: CliRunner, student: Student, linear_model: Path
+) -> None:
     slugs = [ex["slug"] for ex in student.api("/exercises")]
 
-    result = logged_in("submit", str(REFERENCE), "--json")
+    result = logged_in("submit", str(linear_model), "--json")
 
     if len(slugs) == 1:
         assert result.code == 0, result
@@ -232,8 +226,10 @@ def test_exercise_is_chosen_when_there_is_only_one(logged_in: CliRunner, student
         assert "--exercise" in result.stderr and all(s in result.stderr for s in slugs)
 
 
-def test_ctrl_c_while_waiting_prints_the_id(logged_in: CliRunner, student: Student) -> None:
-    proc = logged_in.popen("submit", str(REFERENCE), "--exercise", EXERCISE, "--wait")
+def test_ctrl_c_while_waiting_prints_the_id(
+    logged_in: CliRunner, student: Student, slow_model: Path
+) -> None:
+    proc = logged_in.popen("submit", str(slow_model), "--exercise", EXERCISE, "--wait")
     assert proc.stderr is not None
     for line in proc.stderr:
         if "accepted" in line:
@@ -245,6 +241,8 @@ def test_ctrl_c_while_waiting_prints_the_id(logged_in: CliRunner, student: Stude
     assert "Traceback" not in err
     latest = student.api("/submissions?limit=1")["items"][0]
     assert f"grader-cli status {latest['id']} --wait" in err
+    # Only the waiting stopped: the server still grades it.
+    assert latest["status"] in ("QUEUED", "RUNNING", "FAILED", "PASSED")
 
 
 def test_history_and_leaderboard(logged_in: CliRunner, student: Student) -> None:
