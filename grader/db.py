@@ -55,6 +55,8 @@ def utcnow() -> datetime:
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # We issue BEGIN ourselves (see _begin_immediate), so turn off pysqlite's own handling.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # WAL lets the worker read while the API writes; busy_timeout turns lock contention
     # during an upload rush into a short wait instead of "database is locked".
@@ -69,11 +71,24 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
 def get_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=30,
         )
         event.listen(engine, "connect", _configure_sqlite)
+        event.listen(engine, "begin", _begin_immediate)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _begin_immediate(conn: Any) -> None:
+    # A deferred SQLite transaction that reads and then writes fails at once with "database is
+    # locked" when another writer committed in between (busy_timeout cannot help a stale WAL
+    # snapshot). Taking the write lock up front makes writers queue on busy_timeout instead.
+    # Transactions here are short; uploads never hold one while the body streams.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 @lru_cache(maxsize=8)

@@ -92,6 +92,9 @@ async def submit(
     """Upload a TorchScript model (multipart field `file`); it is graded asynchronously."""
     # Everything that can refuse the upload runs before a byte of the body is read.
     exercise = await run_in_threadpool(_admit, session, user=user, slug=slug)
+    # End the admission transaction now: no connection or lock is held while a slow client
+    # streams its body (a deadline rush would otherwise exhaust the pool).
+    await run_in_threadpool(session.commit)
     received = await receive_model_upload(
         request, max_bytes=exercise.max_model_bytes, tmp_dir=settings.uploads_dir / ".incoming"
     )
