@@ -40,13 +40,14 @@ def format_score(value: float | None) -> str:
 
 
 def format_bytes(value: int | None) -> str:
+    # Binary units: the course's "20 MB" limit is 20 MiB (20 * 1024 * 1024 bytes).
     if value is None:
         return "—"
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value = value / 1000  # type: ignore[assignment]
-    return str(value)
+    if value < 1024:
+        return f"{value} B"
+    if value < 1024**2:
+        return f"{value / 1024:.1f} KiB"
+    return f"{value / 1024**2:.1f} MiB"
 
 
 def iso(value: datetime | None) -> str:

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request, UploadFile
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 from starlette.responses import RedirectResponse, Response
 
 from grader.auth import service as auth_service
@@ -63,7 +63,7 @@ def exercise_fields(form: FormData) -> dict[str, Any]:
             deadline = datetime.fromisoformat(deadline_raw).replace(tzinfo=UTC)
         except ValueError:
             raise Invalid(f"deadline: {deadline_raw!r} is not a date and time.") from None
-    size_mb = _optional_number(form, "max_model_mb", float)
+    size_mib = _optional_number(form, "max_model_mb", float)
     fields: dict[str, Any] = {
         "title": _text(form, "title"),
         "description": _text(form, "description"),
@@ -71,7 +71,7 @@ def exercise_fields(form: FormData) -> dict[str, Any]:
         "deadline": deadline,
         "daily_limit": _optional_number(form, "daily_limit", int),
         "time_limit_s": _optional_number(form, "time_limit_s", float),
-        "max_model_bytes": int(size_mb * 1_000_000) if size_mb else None,
+        "max_model_bytes": int(size_mib * 1024 * 1024) if size_mib else None,
         "queue": _text(form, "queue") or "cpu",
         "late_policy": _text(form, "late_policy") or LatePolicy.REJECT.value,
         "leaderboard_visibility": _text(form, "leaderboard_visibility")

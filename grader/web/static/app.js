@@ -2,9 +2,9 @@
 "use strict";
 
 function formatBytes(n) {
-  if (n < 1000) return n + " B";
-  if (n < 1e6) return (n / 1e3).toFixed(1) + " KB";
-  return (n / 1e6).toFixed(1) + " MB";
+  if (n < 1024) return n + " B";
+  if (n < 1048576) return (n / 1024).toFixed(1) + " KiB";
+  return (n / 1048576).toFixed(1) + " MiB";
 }
 
 function setupUpload() {
