@@ -258,11 +258,7 @@ def submit(ctx: click.Context, model: Path, exercise: str | None, wait: bool) ->
                 )
                 click.echo(f"Follow it with: grader-cli status {sid} --wait")
             return ExitCode.OK
-        info(
-            f"Submission {sid} accepted; waiting for the grader (Ctrl-C stops waiting, "
-            "not the grading)"
-        )
-        final = _follow(client, sid)
+        final = _follow(client, sid, announce=True)
         return _report(client, final, threshold=pick(ex, "threshold"))
 
 
@@ -301,7 +297,7 @@ def _upload(
         return client.submit(slug, model, max_bytes=limit, on_progress=advance)
 
 
-def _follow(client: ApiClient, sid: str) -> dict[str, Any]:
+def _follow(client: ApiClient, sid: str, *, announce: bool = False) -> dict[str, Any]:
     started = time.monotonic()
     last: dict[str, Any] = {}
     show_spinner = not Mode.json and stderr.is_terminal
@@ -314,8 +310,15 @@ def _follow(client: ApiClient, sid: str) -> dict[str, Any]:
         if spinner is not None:
             spinner.update(f"submission {sid}: {state} ({time.monotonic() - started:.0f} s)")
 
-    spinner = stderr.status(f"submission {sid}: waiting") if show_spinner else None
+    spinner = None
     try:
+        # Inside the try: once this line is visible, Ctrl-C gets the "check later" message.
+        if announce:
+            info(
+                f"Submission {sid} accepted; waiting for the grader (Ctrl-C stops waiting, not "
+                "the grading)"
+            )
+        spinner = stderr.status(f"submission {sid}: waiting") if show_spinner else None
         if spinner is not None:
             with spinner:
                 return wait_until_done(client, sid, on_update=on_update)
