@@ -142,7 +142,12 @@ def bench_model(
             max_model_bytes=settings.default_max_model_bytes,
             settings=settings,
         )
-        assert outcome.failure_kind is None, outcome.failure_message
+        if outcome.failure_kind is not None:
+            print(
+                f"  {'sandbox' if settings.sandbox_enabled else 'engine'} failed: "
+                f"{outcome.status}: {outcome.failure_message}"
+            )
+            return float("nan")
         return outcome.score
 
     course_fn = course if device == "cpu" else _course_on_device(path, test_set, device)

@@ -54,6 +54,16 @@ def _is_plain_pickle(path: Path) -> bool:
 def load_model(path: Path, *, device: str) -> torch.jit.ScriptModule:
     """Load a TorchScript archive onto `device`, in eval mode."""
     path = Path(path)
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            # Our deployment's fault, not the student's: never report it as LOAD_ERROR.
+            raise GradingFailure(
+                FailureKind.INFRA_ERROR, f"device {device!r} requested but CUDA is not available"
+            )
+        # The course's float32 arithmetic: TF32 convolutions/matmuls would move the score by
+        # ~1e-4 relative, ten times the fidelity bound.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     if _is_plain_pickle(path):
         raise GradingFailure(
             FailureKind.LOAD_ERROR,

@@ -147,3 +147,14 @@ def test_missing_file_is_an_outcome_not_an_exception(
     outcome = grade(tmp_path / "absent.pt", small_test_set, settings)
     assert outcome.passed is False and outcome.score == 0.0
     assert outcome.failure_kind is FailureKind.INFRA_ERROR
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_cuda_without_cuda_is_infra_error_not_load_error(
+    small_test_set: TestSet, tmp_path: Path
+) -> None:
+    path = export(build("mlp"), tmp_path / "model.pt")
+    settings = Settings(data_dir=tmp_path / "data", sandbox_enabled=False, device="cuda")
+    outcome = grade(path, small_test_set, settings)
+    assert outcome.failure_kind is FailureKind.INFRA_ERROR
+    assert "CUDA is not available" in (outcome.failure_message or "")

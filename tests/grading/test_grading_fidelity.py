@@ -114,5 +114,6 @@ def test_cuda_matches_course_loop(small_test_set: TestSet, tmp_path: Path) -> No
         path, small_test_set, threshold=100.0, max_model_bytes=20 * 2**20, settings=settings
     )
     assert outcome.failure_message is None
-    # cuDNN convolutions round differently from CPU ones; still far inside the course's needs.
-    assert abs(outcome.score - expected) <= 1e-4 * expected
+    # Against the CPU course loop: cuDNN rounds differently, but with TF32 off only in float32's
+    # last bits, inside the same 1e-5 bound.
+    assert abs(outcome.score - expected) <= 1e-5 * expected, (outcome.score, expected)
