@@ -164,7 +164,7 @@ def http_error(
 ) -> CliError:
     status = response.status_code
     detail = _detail(response)
-    suffix = f": {detail}" if detail else ""
+    suffix = f": {detail.rstrip('.')}" if detail else ""
     if status == 401 or (status == 403 and not token_sent):
         return CliError(f"not authenticated at {server}{suffix}; {LOGIN_HINT}", ExitCode.AUTH)
     if status == 404:

@@ -63,8 +63,9 @@ def _check_entries(path: Path, names: list[str]) -> None:
 
 def format_bytes(size: int | float) -> str:
     value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
+    # Binary units: the server's limits are multiples of 1024 (20 MiB = 20 * 1024 * 1024).
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
             return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")

@@ -283,7 +283,7 @@ def _upload(
     with Progress(
         TextColumn("[bold]upload"),
         BarColumn(),
-        DownloadColumn(),
+        DownloadColumn(binary_units=True),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
         console=stderr,

@@ -59,6 +59,11 @@ def fmt_score(value: Any) -> str:
     return "—"
 
 
+def fmt_number(value: Any) -> str:
+    """Thresholds and limits: 100 rather than 100.0000."""
+    return f"{value:g}" if isinstance(value, int | float) else "—"
+
+
 def fmt_time(value: Any) -> str:
     if not isinstance(value, str) or not value:
         return "—"
@@ -81,29 +86,23 @@ def print_exercises(exercises: list[dict[str, Any]]) -> None:
         stdout.print("No exercises.", markup=False)
         return
     table = Table(show_edge=False, header_style="bold")
-    for column in (
-        "slug",
-        "title",
-        "deadline",
-        "threshold",
-        "max size",
-        "your best",
-        "passed",
-        "left today",
-    ):
+    # The title is left to --json: the table must fit an 80-column terminal.
+    table.add_column("slug", no_wrap=True)
+    table.add_column("deadline")
+    table.add_column("threshold", min_width=9)
+    for column in ("best", "passed", "left today", "size limit"):
         table.add_column(column)
     for ex in exercises:
         limit = max_model_bytes(ex)
         remaining = ex.get("remaining_today")
         table.add_row(
             str(pick(ex, "slug", default="?")),
-            str(pick(ex, "title", default="")),
             fmt_time(pick(ex, "deadline")),
-            fmt_score(pick(ex, "threshold")),
-            format_bytes(limit) if limit else "—",
+            fmt_number(pick(ex, "threshold")),
             fmt_score(pick(ex, "my_best_score", "best_score")),
             "yes" if ex.get("my_passed") else "no",
-            "unlimited" if remaining is None else str(remaining),
+            "no limit" if remaining is None else str(remaining),
+            format_bytes(limit) if limit else "—",
         )
     stdout.print(table)
 
@@ -119,10 +118,11 @@ def submission_verdict(sub: dict[str, Any], *, threshold: float | None) -> None:
         ("status", status),
     ]
     score = pick(sub, "score", default=pick(result, "score"))
-    if score is not None or status in ("PASSED", "FAILED"):
+    # An ERROR was never graded: any score it carries is meaningless to the student.
+    if status in ("PASSED", "FAILED"):
         rows.append(("score", fmt_score(score)))
     if threshold is not None:
-        rows.append(("threshold", fmt_score(threshold)))
+        rows.append(("threshold", fmt_number(threshold)))
     verdict = {"PASSED": "passed", "FAILED": "failed", "ERROR": "not graded (server error)"}
     if status in verdict:
         rows.append(("verdict", verdict[status]))
@@ -164,7 +164,7 @@ def print_leaderboard(board: Any) -> None:
     rows = board.get("entries") if isinstance(board, dict) else board
     if isinstance(board, dict) and board.get("threshold") is not None:
         stdout.print(
-            f"{board.get('exercise', '')}  (threshold {fmt_score(board['threshold'])})",
+            f"{board.get('exercise', '')}  (threshold {fmt_number(board['threshold'])})",
             markup=False,
         )
     if not isinstance(rows, list) or not rows:
