@@ -169,6 +169,8 @@ async def upload(
 ) -> Response:
     """The upload form's target: the same admission and checks as the REST API's upload."""
     exercise = await run_in_threadpool(_admit, session, user=user, slug=slug)
+    # As in the API: hold no transaction while a slow client streams its body.
+    await run_in_threadpool(session.commit)
     received = await receive_model_upload(
         request, max_bytes=exercise.max_model_bytes, tmp_dir=settings.uploads_dir / ".incoming"
     )
