@@ -86,9 +86,22 @@ def get_engine(url: str) -> Engine:
 def _begin_immediate(conn: Any) -> None:
     # A deferred SQLite transaction that reads and then writes fails at once with "database is
     # locked" when another writer committed in between (busy_timeout cannot help a stale WAL
-    # snapshot). Taking the write lock up front makes writers queue on busy_timeout instead.
-    # Transactions here are short; uploads never hold one while the body streams.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # snapshot). Transactions that will write after reading ask for the write lock up front
+    # (begin_write); they then queue on busy_timeout. Reads stay deferred and lock-free.
+    if conn.get_execution_options().get("sqlite_immediate"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
+
+
+def begin_write(session: Session) -> None:
+    """Start `session`'s transaction as a writer (SQLite: BEGIN IMMEDIATE; a no-op elsewhere).
+
+    Call before the first statement, and commit within the same thread hop: a write lock held
+    while waiting for a threadpool slot can starve the threads that would release it.
+    """
+    if not session.in_transaction():
+        session.connection(execution_options={"sqlite_immediate": True})
 
 
 @lru_cache(maxsize=8)
@@ -97,10 +110,12 @@ def get_sessionmaker(url: str) -> sessionmaker[Session]:
 
 
 @contextmanager
-def session_scope(url: str) -> Iterator[Session]:
+def session_scope(url: str, *, write: bool = True) -> Iterator[Session]:
     """Unit of work outside a request: commit on success, roll back on any error."""
     session = get_sessionmaker(url)()
     try:
+        if write:
+            begin_write(session)
         yield session
         session.commit()
     except BaseException:

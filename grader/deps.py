@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 from grader.auth import service as auth_service
 from grader.auth.models import User
 from grader.config import Settings
-from grader.db import get_sessionmaker
+from grader.db import get_sessionmaker, session_scope, utcnow
 from grader.errors import Forbidden, NotAuthenticated
 from grader.submissions.service import Publish
 
@@ -44,11 +45,20 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def get_current_user(
-    session: SessionDep, token: Annotated[str | None, Depends(oauth2_scheme)]
+    session: SessionDep,
+    settings: SettingsDep,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> User:
     if not token:
         raise NotAuthenticated("Not authenticated: send 'Authorization: Bearer <token>'.")
-    return auth_service.resolve_token(session, token=token)
+    record = auth_service.resolve_token_record(session, token=token)
+    user = record.user
+    # Keep the request's transaction read-only: the bookkeeping write is its own short one.
+    session.commit()
+    if record.last_used_at is None or utcnow() - record.last_used_at > timedelta(minutes=1):
+        with session_scope(settings.sqlalchemy_url) as own:
+            auth_service.touch_token(own, record=record)
+    return user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

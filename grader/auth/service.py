@@ -11,7 +11,7 @@ from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from grader.auth.models import ApiToken, Role, User
@@ -114,6 +114,10 @@ def issue_token(
 
 
 def resolve_token(session: Session, *, token: str) -> User:
+    return resolve_token_record(session, token=token).user
+
+
+def resolve_token_record(session: Session, *, token: str) -> ApiToken:
     record = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
     now = utcnow()
     if (
@@ -123,10 +127,21 @@ def resolve_token(session: Session, *, token: str) -> User:
         or not record.user.is_active
     ):
         raise NotAuthenticated("Invalid, expired or revoked token.")
-    # Coarse last-used tracking: one write per token per minute at most, not per request.
-    if record.last_used_at is None or now - record.last_used_at > timedelta(minutes=1):
-        record.last_used_at = now
-    return record.user
+    return record
+
+
+def touch_token(session: Session, *, record: ApiToken) -> bool:
+    """Coarse last-used tracking: one write per token per minute at most, not per request."""
+    now = utcnow()
+    if record.last_used_at is not None and now - record.last_used_at < timedelta(minutes=1):
+        return False
+    session.execute(
+        update(ApiToken)
+        .where(ApiToken.id == record.id)
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return True
 
 
 def list_tokens(session: Session, *, user: User) -> list[ApiToken]:

@@ -28,7 +28,7 @@ def sweep_once(settings: Settings, publisher: Publisher) -> list[int]:
     now = utcnow()
     me = worker_identity()
     resend: list[tuple[int, str]] = []
-    with session_scope(settings.sqlalchemy_url) as session:
+    with session_scope(settings.sqlalchemy_url, write=False) as session:
         for sid, queue, status, _claimed in stale_submissions(
             session, now=now, stale_after=stale_after
         ):

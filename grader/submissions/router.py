@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from grader.auth.models import User
 from grader.config import Settings
+from grader.db import begin_write
 from grader.deps import CurrentUser, InstructorUser, PublishDep, SessionDep, SettingsDep
 from grader.errors import Invalid, PayloadTooLarge
 from grader.exercises.models import Exercise
@@ -69,9 +70,12 @@ def _accept(
             raise PayloadTooLarge(f"{exc.kind}: {exc.message}") from None
         raise Invalid(f"{exc.kind}: {exc.message}") from None
     store_content_addressed(received, uploads_dir=settings.uploads_dir)
+    begin_write(session)
     submission = service.create_submission(
         session, user=user, exercise=exercise, upload=received, publish=publish
     )
+    # Commit in this thread hop (see begin_write); the task is published right after.
+    session.commit()
     return submission.id
 
 
