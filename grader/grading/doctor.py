@@ -39,7 +39,8 @@ def describe_sandbox_layers(*, device: str = "cpu") -> list[tuple[str, bool, str
     )]
     applied: dict[str, bool] = info.get("layers", {})
     notes: dict[str, str] = info.get("notes", {})
-    for name in LAYER_ORDER[1:]:
+    names = [*LAYER_ORDER[1:], *(n for n in applied if n not in LAYER_ORDER)]
+    for name in names:
         rows.append((name, bool(applied.get(name)), notes.get(name, "not reported")))
     return rows
 

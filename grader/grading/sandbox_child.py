@@ -207,6 +207,16 @@ def confine_self(req: ChildRequest) -> confine.Layers:
     return layers
 
 
+def _start_cuda(torch: Any, req: ChildRequest) -> None:
+    """CUDA starts here, after confinement: it does not survive a fork, and the fork server
+    never touches it. The allocator is capped at the memory budget."""
+    gpu = torch.device(req.device)
+    if gpu.index is None:
+        gpu = torch.device("cuda", torch.cuda.current_device())
+    total = torch.cuda.get_device_properties(gpu).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, req.memory_limit_bytes / total), gpu)
+
+
 def run(raw_request: dict[str, Any], *, zygote_pid: int, images_fd: int, model_fd: int,
         result_fd: int) -> NoReturn:
     """Entry point in the freshly forked child. Never returns."""
@@ -225,15 +235,15 @@ def run(raw_request: dict[str, Any], *, zygote_pid: int, images_fd: int, model_f
         import torch
 
         torch.set_num_threads(max(1, req.threads))
-        if req.device.startswith("cuda"):
-            # CUDA starts here, after confinement: it does not survive a fork, and the
-            # fork server never touches it.
-            gpu = torch.device(req.device)
-            total = torch.cuda.get_device_properties(gpu).total_memory
-            torch.cuda.set_per_process_memory_fraction(
-                min(1.0, req.memory_limit_bytes / total), gpu
-            )
         info: dict[str, Any] = {"layers": layers.applied, "notes": layers.notes}
+        if req.device.startswith("cuda"):
+            try:
+                _start_cuda(torch, req)
+                layers.record("cuda", True, f"{req.device} initialised inside the sandbox")
+            except Exception as exc:
+                layers.record("cuda", False, f"{type(exc).__name__}: {exc}"[:300])
+                if not req.probe:
+                    raise
         if req.probe:
             send_json(result_fd, b"T", info)
             os._exit(0)

@@ -121,10 +121,13 @@ def _within(path: str, root: str) -> bool:
 
 
 def cuda_device_paths() -> tuple[list[str], list[str]]:
-    """(read-only, read-write + ioctl) paths a CUDA context needs."""
-    read = [p for p in ("/proc/driver/nvidia", "/sys", "/proc/self") if os.path.exists(p)]
+    """(read-only, read-write) paths a CUDA context needs. The driver opens its own
+    /proc/self entries for writing with O_TRUNC (measured on an H200: without write and
+    truncate there, cudaGetDeviceCount fails with error 304)."""
+    read = [p for p in ("/proc/driver/nvidia", "/sys") if os.path.exists(p)]
+    read += [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if os.path.isdir(p)]
     rw = [f"/dev/{n}" for n in sorted(os.listdir("/dev")) if n.startswith("nvidia")]
-    return read, rw
+    return read, [*rw, "/proc/self"]
 
 
 def apply_landlock(read_paths: Iterable[str], rw_dev_paths: Iterable[str] = ()) -> str:
@@ -145,11 +148,16 @@ def apply_landlock(read_paths: Iterable[str], rw_dev_paths: Iterable[str] = ()) 
     if ruleset < 0:
         raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
     try:
-        file_rights = FS_EXECUTE | FS_READ_FILE
-        dev_rights = FS_READ_FILE | FS_WRITE_FILE | (FS_IOCTL_DEV if abi >= 5 else 0)
+        # The rights that apply to a file (directory-only rights on a file are EINVAL).
+        file_rights = FS_EXECUTE | FS_READ_FILE | FS_WRITE_FILE | (fs_rights & FS_TRUNCATE)
+        file_rights |= fs_rights & FS_IOCTL_DEV
+        dev_rights = (
+            READ_ONLY | FS_WRITE_FILE | (FS_TRUNCATE if abi >= 3 else 0)
+            | (FS_IOCTL_DEV if abi >= 5 else 0)
+        )
         rules = [(p, READ_ONLY) for p in read_paths] + [(p, dev_rights) for p in rw_dev_paths]
         for path, rights in rules:
-            _add_path_rule(ruleset, path, rights, file_rights | dev_rights)
+            _add_path_rule(ruleset, path, rights, file_rights)
         if _syscall(SYS_LANDLOCK_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0)) < 0:
             raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
     finally:
