@@ -20,7 +20,7 @@ def write_linear_model(path: Path, *, seed: int = 0) -> Path:
     return path
 
 
-def write_slow_model(path: Path, *, repeats: int = 40) -> Path:
+def write_slow_model(path: Path, *, repeats: int = 300) -> Path:
     """Honest output after a deliberately slow forward (to catch a worker mid-grading)."""
     import torch
 
@@ -66,7 +66,8 @@ def _torch_modules() -> tuple[type, type]:
             self.fc = torch.nn.Linear(96 * 96, 30)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            m = torch.ones(256, 256)
+            # Depends on the input so that freezing cannot fold the loop away.
+            m = torch.ones(256, 256) * (1.0 + x.mean())
             for _ in range(self.repeats):
                 m = torch.tanh(m @ m * 0.001)
             return self.fc(x.reshape(x.shape[0], -1)) * 0.01 + m[0, 0] * 0.0
