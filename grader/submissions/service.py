@@ -174,7 +174,9 @@ def list_submissions(
 def best_scores(session: Session, *, user: User) -> dict[int, tuple[float | None, bool]]:
     """exercise_id -> (best score, passed) over the user's graded submissions."""
     rows = session.execute(
-        select(Submission.exercise_id, func.max(Result.score), func.max(cast(Result.passed, Integer)))
+        select(
+            Submission.exercise_id, func.max(Result.score), func.max(cast(Result.passed, Integer))
+        )
         .join(Result, Result.submission_id == Submission.id)
         .where(Submission.user_id == user.id)
         .group_by(Submission.exercise_id)
