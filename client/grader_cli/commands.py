@@ -84,7 +84,7 @@ def cli() -> None:
     """Submit TorchScript models to the course's grading server and follow their grading.
 
     Exit codes: 0 passed / success, 1 graded and failed, 2 usage or input error,
-    3 server or network error (or an ERROR status), 4 not authenticated.
+    3 server or network error (or an INFRA_ERROR from the grader), 4 not authenticated.
     """
 
 
@@ -341,7 +341,7 @@ def _report(client: ApiClient, sub: dict[str, Any], *, threshold: Any) -> int:
         if threshold is None and not (isinstance(result, dict) and "threshold" in result):
             threshold = _exercise_threshold(client, sub.get("exercise"))
         submission_verdict(sub, threshold=threshold)
-    return exit_code_for(str(sub.get("status")))
+    return exit_code_for(str(sub.get("status")), sub.get("failure_reason"))
 
 
 def _exercise_threshold(client: ApiClient, exercise: Any) -> Any:

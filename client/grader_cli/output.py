@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from grader_cli.archive import format_bytes
+from grader_cli.waiting import is_infra_error
 
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -118,12 +119,17 @@ def submission_verdict(sub: dict[str, Any], *, threshold: float | None) -> None:
         ("status", status),
     ]
     score = pick(sub, "score", default=pick(result, "score"))
+    infra = is_infra_error(status, sub.get("failure_reason"))
     # An ERROR was never graded: any score it carries is meaningless to the student.
     if status in ("PASSED", "FAILED"):
         rows.append(("score", fmt_score(score)))
     if threshold is not None:
         rows.append(("threshold", fmt_number(threshold)))
-    verdict = {"PASSED": "passed", "FAILED": "failed", "ERROR": "not graded (server error)"}
+    verdict = {
+        "PASSED": "passed",
+        "FAILED": "failed",
+        "ERROR": "not graded (server error)" if infra else "failed (the model could not be graded)",
+    }
     if status in verdict:
         rows.append(("verdict", verdict[status]))
     reason = sub.get("failure_reason")
@@ -132,7 +138,7 @@ def submission_verdict(sub: dict[str, Any], *, threshold: float | None) -> None:
         rows.append(("failure", str(reason)))
     if message:
         rows.append(("message", str(message)))
-    if status == "ERROR":
+    if infra:
         rows.append(("note", "our infrastructure failed; this does not count against your limit"))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

@@ -17,11 +17,21 @@ BACKOFF = 1.5
 MAX_TRANSIENT_FAILURES = 6
 
 
-def exit_code_for(status: str) -> ExitCode:
+INFRA_ERROR = "INFRA_ERROR"
+
+
+def is_infra_error(status: str, failure_reason: object) -> bool:
+    """ERROR is ours only when the server says so; a named model failure is a graded fail."""
+    return status == "ERROR" and failure_reason in (None, "", INFRA_ERROR)
+
+
+def exit_code_for(status: str, failure_reason: object = None) -> ExitCode:
     if status == "FAILED":
         return ExitCode.GRADED_FAILED
     if status == "ERROR":
-        return ExitCode.SERVER
+        if is_infra_error(status, failure_reason):
+            return ExitCode.SERVER
+        return ExitCode.GRADED_FAILED
     return ExitCode.OK
 
 

@@ -94,14 +94,18 @@ def test_non_json_error_body_still_gives_one_line() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "code"),
+    ("status", "reason", "code"),
     [
-        ("PASSED", ExitCode.OK),
-        ("FAILED", ExitCode.GRADED_FAILED),
-        ("ERROR", ExitCode.SERVER),
-        ("QUEUED", ExitCode.OK),
-        ("RUNNING", ExitCode.OK),
+        ("PASSED", None, ExitCode.OK),
+        ("FAILED", None, ExitCode.GRADED_FAILED),
+        ("ERROR", "INFRA_ERROR", ExitCode.SERVER),
+        ("ERROR", None, ExitCode.SERVER),
+        # A named model failure is the student's verdict, not our outage.
+        ("ERROR", "LOAD_ERROR", ExitCode.GRADED_FAILED),
+        ("ERROR", "TIMEOUT", ExitCode.GRADED_FAILED),
+        ("QUEUED", None, ExitCode.OK),
+        ("RUNNING", None, ExitCode.OK),
     ],
 )
-def test_grading_status_to_exit_code(status: str, code: ExitCode) -> None:
-    assert exit_code_for(status) == code
+def test_grading_status_to_exit_code(status: str, reason: str | None, code: ExitCode) -> None:
+    assert exit_code_for(status, reason) == code
