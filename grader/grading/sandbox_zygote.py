@@ -31,6 +31,9 @@ _RSS_POLL_S = 0.05
 def _preload() -> None:
     # Everything the child needs is imported here, before the fork: once confined (and
     # without read access to the interpreter's files) it cannot import anything new.
+    # zipfile decodes entry names without the UTF-8 flag as cp437, a lazily imported codec.
+    import encodings.cp437  # noqa: F401
+
     import numpy  # noqa: F401
     import torch  # noqa: F401
     import torch.jit._freeze  # noqa: F401

@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -123,7 +124,19 @@ def _empty(path: Path) -> None:
     path.write_bytes(b"")
 
 
-@pytest.mark.parametrize("make", [_pickle, _state_dict, _random, _empty], ids=lambda f: f.__name__)
+def _torchscript_layout_with_junk(path: Path) -> None:
+    # Entry names without the UTF-8 flag make zipfile reach for the cp437 codec, which the
+    # confined child can only use if the fork server imported it beforehand.
+    with zipfile.ZipFile(path, "w") as archive:
+        for name in ("data.pkl", "constants.pkl", "code/__torch__.py", "version"):
+            archive.writestr(f"archive/{name}", b"junk")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_pickle, _state_dict, _random, _empty, _torchscript_layout_with_junk],
+    ids=lambda f: f.__name__,
+)
 def test_files_that_are_not_torchscript(
     run_sandboxed: Run, tmp_path: Path, make: Callable[[Path], None]
 ) -> None:
