@@ -1,6 +1,6 @@
 """Course loop vs grading engine, side by side, on the same 1000-image demo test set.
 
-    python benchmarks/bench_grading.py [--repeat 3] [--device cpu]
+    python benchmarks/bench_grading.py [--repeat 3] [--device cpu] [--threads N]
 
 For each model it times, end to end (load the file, predict every image, score):
   course   the course's evaluate_model: torch.jit.load + DataLoader(batch_size=1) + MSELoss
@@ -12,6 +12,7 @@ and prints each one's best time, its ratio to the course loop, and the score dif
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import tempfile
 import time
@@ -102,7 +103,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads for the course loop and the in-process engine (default: torch's); "
+        "the sandbox child uses GRADER_SANDBOX_THREADS",
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     base = get_settings()
     test_set = load_test_set(demo_test_set_path(base), cache_dir=base.cache_dir)
@@ -111,6 +120,7 @@ def main() -> None:
     print(
         f"{len(test_set)} images; torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{platform.processor() or platform.machine()}; batch size {base.batch_size}; "
+        f"sandbox threads {base.sandbox_threads}; load average {os.getloadavg()[0]:.1f}; "
         f"best of {args.repeat}"
     )
 

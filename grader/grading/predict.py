@@ -177,6 +177,8 @@ def predict(
     x = images_to_tensor(images).to(device)
     n = x.shape[0]
     batch_size = max(1, int(batch_size))
+    if n == 0:
+        return np.empty((0, 15, 2), dtype=np.float32)
     with torch.inference_mode():
         model.eval()
         probe_n = min(n, max(batch_size, 2))
