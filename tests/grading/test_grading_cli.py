@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "facial_keypoints"
@@ -88,3 +89,10 @@ def test_missing_model_exits_2(env: dict[str, str], tmp_path: Path) -> None:
 def test_explicit_test_set(env: dict[str, str], small_csv: Path) -> None:
     result = run(env, str(EXAMPLES / "reference_model.pt"), "--test-set", str(small_csv), "--json")
     assert json.loads(result.stdout)["n_images"] == 64
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_cuda_on_a_cpu_machine_exits_2(env: dict[str, str]) -> None:
+    result = run(env, str(EXAMPLES / "reference_model.pt"), "--device", "cuda", "--json")
+    assert result.returncode == 2
+    assert "CUDA" in result.stderr and "Traceback" not in result.stderr

@@ -29,7 +29,6 @@ def test_faces_vary() -> None:
     images, keypoints = generate_faces(split="val", count=200)
     assert keypoints[:, 10].std(axis=0).min() > 1.0  # nose tip moves by pixels
     assert images.reshape(200, -1).mean(axis=1).std() > 10  # lighting varies
-    # The eye region is darker at the pupils than the skin around: the face is drawn.
     assert len({img.tobytes() for img in images}) == 200
 
 
