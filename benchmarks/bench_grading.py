@@ -120,7 +120,7 @@ def main() -> None:
     print(
         f"{len(test_set)} images; torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{platform.processor() or platform.machine()}; batch size {base.batch_size}; "
-        f"sandbox threads {base.sandbox_threads}; load average {os.getloadavg()[0]:.1f}; "
+        f"sandbox threads {base.sandbox_thread_count}; load average {os.getloadavg()[0]:.1f}; "
         f"best of {args.repeat}"
     )
 

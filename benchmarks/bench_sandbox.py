@@ -48,7 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=settings.sandbox_threads)
+    parser.add_argument("--threads", type=int, default=settings.sandbox_thread_count)
     parser.add_argument("--batch-size", type=int, default=settings.batch_size)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

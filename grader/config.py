@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -37,7 +38,9 @@ class Settings(BaseSettings):
     default_max_model_bytes: int = 20 * 1024 * 1024
     default_time_limit_s: float = 120.0
     memory_limit_bytes: int = 4 * 1024**3
-    sandbox_threads: int = 1
+    # Threads for torch/OpenMP inside one sandboxed child; 0 means the cores this machine has
+    # per grading process, so concurrent submissions never fight over the same cores.
+    sandbox_threads: int = Field(default=0, ge=0)
     # Off only for benchmarks and tests that compare against the in-process engine.
     sandbox_enabled: bool = True
 
@@ -58,6 +61,13 @@ class Settings(BaseSettings):
         if self.environment == "production" and self.secret_key == DEFAULT_SECRET:
             raise ValueError("GRADER_SECRET_KEY must be set when GRADER_ENVIRONMENT=production")
         return self
+
+    @property
+    def sandbox_thread_count(self) -> int:
+        if self.sandbox_threads:
+            return self.sandbox_threads
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return max(1, (cores or 1) // self.worker_concurrency)
 
     @property
     def resolved_data_dir(self) -> Path:

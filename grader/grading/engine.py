@@ -16,6 +16,7 @@ from typing import Any
 from grader.config import Settings
 from grader.grading.failures import FailureKind, GradingFailure
 from grader.grading.metrics import score_predictions
+from grader.grading.sandbox import SandboxLimits
 from grader.grading.testsets import TestSet
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,14 @@ class GradingOutcome:
         }
 
 
+def sandbox_limits(settings: Settings, *, time_limit_s: float | None) -> SandboxLimits:
+    return SandboxLimits(
+        time_limit_s=time_limit_s or settings.default_time_limit_s,
+        memory_limit_bytes=settings.memory_limit_bytes,
+        threads=settings.sandbox_thread_count,
+    )
+
+
 def _predict(
     model_path: Path,
     test_set: TestSet,
@@ -61,20 +70,15 @@ def _predict(
     timings: dict[str, float],
 ) -> Any:
     if settings.sandbox_enabled:
-        from grader.grading.sandbox import SandboxLimits, predict_in_sandbox
+        from grader.grading.sandbox import predict_in_sandbox
 
-        limits = SandboxLimits(
-            time_limit_s=time_limit_s or settings.default_time_limit_s,
-            memory_limit_bytes=settings.memory_limit_bytes,
-            threads=settings.sandbox_threads,
-        )
         start = time.perf_counter()
         predictions = predict_in_sandbox(
             model_path,
             test_set.images,
             device=settings.device,
             batch_size=settings.batch_size,
-            limits=limits,
+            limits=sandbox_limits(settings, time_limit_s=time_limit_s),
         )
         timings["sandbox"] = time.perf_counter() - start
         return predictions

@@ -37,13 +37,10 @@ def predict_preview(
     """Keypoints in pixels, [face][keypoint] -> [x, y], or None when there is no preview."""
     if not settings.sandbox_enabled:
         return None  # the student's model may run only inside the sandbox
-    from grader.grading.sandbox import SandboxLimits, predict_in_sandbox
+    from grader.grading.engine import sandbox_limits
+    from grader.grading.sandbox import predict_in_sandbox
 
-    limits = SandboxLimits(
-        time_limit_s=time_limit_s or settings.default_time_limit_s,
-        memory_limit_bytes=settings.memory_limit_bytes,
-        threads=settings.sandbox_threads,
-    )
+    limits = sandbox_limits(settings, time_limit_s=time_limit_s)
     try:
         predictions = predict_in_sandbox(
             model_path,
