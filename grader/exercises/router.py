@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, File, UploadFile
@@ -86,17 +83,13 @@ async def upload_test_set(
 ) -> ExerciseOut:
     """Validate a hidden test set CSV and make it the exercise's next version."""
     exercise = service.get_exercise(session, slug=slug)
-    settings.testsets_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=settings.testsets_dir, suffix=".csv") as tmp:
-        await run_in_threadpool(shutil.copyfileobj, file.file, tmp)
-        tmp.flush()
-        await run_in_threadpool(
-            service.set_test_set,
-            session,
-            exercise=exercise,
-            csv_path=Path(tmp.name),
-            settings=settings,
-        )
+    await run_in_threadpool(
+        service.set_test_set_from_upload,
+        session,
+        exercise=exercise,
+        upload=file.file,
+        settings=settings,
+    )
     return exercise_out(session, exercise=exercise, user=user)
 
 

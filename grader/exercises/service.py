@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 import shutil
+import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -148,6 +149,17 @@ def set_test_set(
     exercise.testset_n_images = len(test_set)
     session.flush()
     return exercise
+
+
+def set_test_set_from_upload(
+    session: Session, *, exercise: Exercise, upload: BinaryIO, settings: Settings
+) -> Exercise:
+    """`set_test_set` for an uploaded file object (spooled to the test-set directory first)."""
+    settings.testsets_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=settings.testsets_dir, suffix=".csv") as tmp:
+        shutil.copyfileobj(upload, tmp)
+        tmp.flush()
+        return set_test_set(session, exercise=exercise, csv_path=Path(tmp.name), settings=settings)
 
 
 def ensure_demo_exercise(session: Session, *, settings: Settings) -> Exercise | None:

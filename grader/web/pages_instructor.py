@@ -174,17 +174,13 @@ async def upload_test_set(
     if not isinstance(upload, UploadFile) or not upload.filename:
         raise Invalid("Choose a test set CSV file.")
     exercise = exercises.get_exercise(session, slug=slug)
-    settings.testsets_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=settings.testsets_dir, suffix=".csv") as tmp:
-        await run_in_threadpool(shutil.copyfileobj, upload.file, tmp)
-        tmp.flush()
-        await run_in_threadpool(
-            exercises.set_test_set,
-            session,
-            exercise=exercise,
-            csv_path=Path(tmp.name),
-            settings=settings,
-        )
+    await run_in_threadpool(
+        exercises.set_test_set_from_upload,
+        session,
+        exercise=exercise,
+        upload=upload.file,
+        settings=settings,
+    )
     return RedirectResponse(f"/instructor/exercises/{slug}?notice=testset", status_code=303)
 
 
