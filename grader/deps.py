@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from grader.auth import service as auth_service
 from grader.auth.models import User
@@ -20,7 +22,9 @@ from grader.submissions.service import Publish
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
 
-def get_app_settings(request: Request) -> Settings:
+# Dependencies that do no I/O are `async def`: a sync one costs a threadpool hop per request,
+# which under an upload rush is measurable CPU and GIL churn (see BENCHMARKS.md, Service).
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -28,17 +32,28 @@ def get_app_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
-def get_session(settings: SettingsDep) -> Iterator[Session]:
-    """The request's unit of work: commit on success, roll back on any error."""
+async def get_session(settings: SettingsDep) -> AsyncIterator[Session]:
+    """The request's unit of work: commit on success, roll back on any error.
+
+    Creating a session does no I/O (it connects lazily), and a route that already committed
+    leaves nothing to do, so only a still-open transaction costs a threadpool hop at the end.
+    """
     session = get_sessionmaker(settings.sqlalchemy_url)()
     try:
         yield session
-        session.commit()
+        if session.in_transaction():
+            await run_in_threadpool(session.commit)
     except BaseException:
-        session.rollback()
+        if session.in_transaction():
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(session.rollback)
         raise
     finally:
-        session.close()
+        if session.in_transaction():
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -73,7 +88,7 @@ def get_instructor(user: CurrentUser) -> User:
 InstructorUser = Annotated[User, Depends(get_instructor)]
 
 
-def get_publish(request: Request) -> Publish:
+async def get_publish(request: Request) -> Publish:
     publish: Publish = request.app.state.publish
     return publish
 

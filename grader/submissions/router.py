@@ -50,6 +50,9 @@ _UPLOAD_BODY = {
 def _admit(session: Session, *, user: User, slug: str) -> Exercise:
     exercise = get_exercise(session, slug=slug, include_unpublished=user.is_instructor)
     service.check_can_submit(session, user=user, exercise=exercise)
+    # End the admission transaction now (same hop): no connection or lock is held while a slow
+    # client streams its body (a deadline rush would otherwise exhaust the pool).
+    session.commit()
     return exercise
 
 
@@ -96,9 +99,6 @@ async def submit(
     """Upload a TorchScript model (multipart field `file`); it is graded asynchronously."""
     # Everything that can refuse the upload runs before a byte of the body is read.
     exercise = await run_in_threadpool(_admit, session, user=user, slug=slug)
-    # End the admission transaction now: no connection or lock is held while a slow client
-    # streams its body (a deadline rush would otherwise exhaust the pool).
-    await run_in_threadpool(session.commit)
     received = await receive_model_upload(
         request, max_bytes=exercise.max_model_bytes, tmp_dir=settings.uploads_dir / ".incoming"
     )
