@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,20 +147,39 @@ def model_storage_path(uploads_dir: Path, sha256: str) -> Path:
     return uploads_dir / sha256[:2] / f"{sha256}.pt"
 
 
+# Directories whose own entry (in uploads_dir) this process has made durable. A new prefix
+# directory costs one extra fsync of uploads_dir, once; after that an upload fsyncs only its
+# file and its prefix directory.
+_durable_dirs: set[Path] = set()
+_durable_lock = threading.Lock()
+
+
+def _ensure_durable_dir(directory: Path, *, parent: Path) -> None:
+    if directory in _durable_dirs and directory.is_dir():
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    # Fsync the parent after the mkdir, whoever made it: its entry is then on disk.
+    _fsync_dir(parent)
+    with _durable_lock:
+        _durable_dirs.add(directory)
+
+
 def store_content_addressed(received: ReceivedFile, *, uploads_dir: Path) -> Path:
-    """Fsync the temp file, move it to uploads/<sha[:2]>/<sha>.pt and fsync the directories.
+    """Move the temp file to uploads/<sha[:2]>/<sha>.pt, durably, before any row names it.
 
     Identical uploads share one file; the rename is atomic, so a reader never sees half a file.
+    New content: fsync the file, rename, fsync the prefix directory. Content already stored:
+    whoever renamed it fsynced its bytes first, so only the directory entry may still be in
+    flight (a concurrent identical upload): fsync the directory, drop the temp file.
     """
     target = model_storage_path(uploads_dir, received.sha256)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with received.path.open("rb") as fh:
-        os.fsync(fh.fileno())
+    _ensure_durable_dir(target.parent, parent=uploads_dir)
     if target.exists():
         received.path.unlink(missing_ok=True)
     else:
+        os.chmod(received.path, 0o644)
+        with received.path.open("rb") as fh:
+            os.fsync(fh.fileno())
         os.replace(received.path, target)
-        os.chmod(target, 0o644)
     _fsync_dir(target.parent)
-    _fsync_dir(uploads_dir)
     return target
