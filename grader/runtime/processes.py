@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
 import subprocess
@@ -10,6 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
+
+
+def _child_setup(nice: int) -> None:
+    if nice:
+        os.nice(nice)
+    _die_with_parent()
 
 
 def _die_with_parent() -> None:
@@ -23,10 +30,14 @@ def _die_with_parent() -> None:
 
 
 def spawn(
-    argv: Sequence[str], *, env: dict[str, str] | None = None, log_path: Path | None = None
+    argv: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    log_path: Path | None = None,
+    nice: int = 0,
 ) -> subprocess.Popen[bytes]:
     """Start a child in its own session (so a terminal's Ctrl-C reaches only the supervisor,
-    which then stops children in order)."""
+    which then stops children in order), `nice` steps below the supervisor's priority."""
     stdout = open(log_path, "ab") if log_path is not None else None  # noqa: SIM115
     try:
         return subprocess.Popen(
@@ -35,7 +46,7 @@ def spawn(
             stdout=stdout,
             stderr=subprocess.STDOUT if stdout is not None else None,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=functools.partial(_child_setup, nice),
         )
     finally:
         if stdout is not None:
