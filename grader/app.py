@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from grader import __version__
 from grader.config import Settings, get_settings
@@ -65,6 +66,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
         return JSONResponse(
             {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(OperationalError)
+    async def _database_busy(request: Request, exc: OperationalError) -> JSONResponse:
+        # SQLite refuses a read-then-write transaction when another writer committed in
+        # between; the request changed nothing, so it is safe to say "retry" instead of 500.
+        if "database is locked" not in str(exc.orig):
+            raise exc
+        logger.warning("database busy on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            {"detail": "The database is busy; nothing was changed. Retry in a moment."},
+            status_code=503,
+            headers={"Retry-After": "1"},
         )
 
     @app.get("/healthz", tags=["ops"])

@@ -29,9 +29,12 @@ def login(
     session: SessionDep,
     settings: SettingsDep,
 ) -> TokenOut:
-    user = service.authenticate(session, username=form.username, password=form.password)
-    issued = service.issue_token(
-        session, user=user, name="login", ttl=timedelta(hours=settings.access_token_ttl_hours)
+    _, issued = service.log_in(
+        session,
+        username=form.username,
+        password=form.password,
+        name="login",
+        ttl=timedelta(hours=settings.access_token_ttl_hours),
     )
     return TokenOut(access_token=issued.token, expires_at=issued.record.expires_at)
 

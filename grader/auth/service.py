@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from grader.auth.models import ApiToken, Role, User
-from grader.db import utcnow
+from grader.db import begin_write, utcnow
 from grader.errors import Conflict, Forbidden, Invalid, NotAuthenticated, NotFound
 
 TOKEN_PREFIX = "grd_"
@@ -111,6 +111,24 @@ def issue_token(
     session.add(record)
     session.flush()
     return IssuedToken(token=token, record=record)
+
+
+def log_in(
+    session: Session, *, username: str, password: str, name: str, ttl: timedelta | None
+) -> tuple[User, IssuedToken]:
+    """Check the password, then issue a token in a short write transaction of its own.
+
+    Unlike other services this commits: on SQLite a transaction that reads and then writes
+    fails when another writer (the grading worker, say) commits in between, and the argon2
+    check (~50 ms) must not run while the write lock is held, or a burst of logins queues
+    behind it.
+    """
+    user = authenticate(session, username=username, password=password)
+    session.commit()
+    begin_write(session)
+    issued = issue_token(session, user=user, name=name, ttl=ttl)
+    session.commit()
+    return user, issued
 
 
 def resolve_token(session: Session, *, token: str) -> User:

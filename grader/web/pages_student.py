@@ -6,7 +6,6 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from grader.auth import service as auth_service
@@ -16,11 +15,10 @@ from grader.exercises.router import exercise_out
 from grader.exercises.service import get_exercise, list_exercises
 from grader.leaderboard.service import leaderboard
 from grader.submissions import service as submissions
+from grader.submissions.intake import take_upload
 from grader.submissions.models import TERMINAL
 from grader.submissions.preview import PREVIEW_FACES, public_faces
-from grader.submissions.router import _accept, _admit
 from grader.submissions.schemas import SubmissionOut
-from grader.submissions.upload import receive_model_upload
 from grader.web import session as web_session
 from grader.web.charts import keypoint_bars
 from grader.web.core import (
@@ -95,7 +93,13 @@ def login(
     next: Annotated[str, Form()] = "/exercises",
 ) -> Response:
     try:
-        user = auth_service.authenticate(session, username=username.strip(), password=password)
+        user, issued = auth_service.log_in(
+            session,
+            username=username.strip(),
+            password=password,
+            name="web session",
+            ttl=timedelta(hours=settings.access_token_ttl_hours),
+        )
     except NotAuthenticated as exc:
         return render(
             request,
@@ -103,12 +107,6 @@ def login(
             {"next": safe_next(next), "error": exc.detail, "username": username},
             status_code=401,
         )
-    issued = auth_service.issue_token(
-        session,
-        user=user,
-        name="web session",
-        ttl=timedelta(hours=settings.access_token_ttl_hours),
-    )
     web_session.start_session(request, issued.token)
     target = safe_next(next)
     if target == "/exercises" and user.is_instructor:
@@ -167,21 +165,9 @@ async def upload(
     settings: SettingsDep,
     publish: PublishDep,
 ) -> Response:
-    """The upload form's target: the same admission and checks as the REST API's upload."""
-    exercise = await run_in_threadpool(_admit, session, user=user, slug=slug)
-    # As in the API: hold no transaction while a slow client streams its body.
-    await run_in_threadpool(session.commit)
-    received = await receive_model_upload(
-        request, max_bytes=exercise.max_model_bytes, tmp_dir=settings.uploads_dir / ".incoming"
-    )
-    submission_id = await run_in_threadpool(
-        _accept,
-        session,
-        user=user,
-        exercise=exercise,
-        received=received,
-        settings=settings,
-        publish=publish,
+    """The upload form's target: the same intake as the REST API's upload."""
+    submission_id = await take_upload(
+        request, session, user=user, slug=slug, settings=settings, publish=publish
     )
     url = f"/submissions/{submission_id}"
     if "application/json" in request.headers.get("accept", ""):
