@@ -20,6 +20,7 @@ from grader.db import get_engine
 from grader.runtime.bootstrap import bootstrap
 from tests.support.live_server import ADMIN_PASSWORD
 from tests.support.models import write_small_test_set
+from tests.support.services import require_redis
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/13"  # a dedicated index, flushed by these tests
@@ -79,15 +80,7 @@ def backend(
 
 @pytest.fixture(scope="session")
 def redis_broker() -> redis.Redis:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Redis is required in CI: {exc}")
-        pytest.skip(f"Redis unreachable: {exc}")
-    client.flushdb()
-    return client
+    return require_redis(REDIS_URL)
 
 
 @pytest.fixture(scope="session")

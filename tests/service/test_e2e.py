@@ -32,6 +32,7 @@ from tests.support.models import (
     write_slow_model,
     write_small_test_set,
 )
+from tests.support.services import require_redis
 
 pytestmark = pytest.mark.slow
 SYSTEM_REDIS = "redis://127.0.0.1:6379/14"
@@ -179,15 +180,7 @@ def _seed_demo_test_set(source: LiveServer, data_dir: Path) -> None:
 
 @pytest.fixture
 def system_redis() -> redis.Redis:
-    client = redis.Redis.from_url(SYSTEM_REDIS, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Redis is required in CI: {exc}")
-        pytest.skip(f"system Redis unreachable: {exc}")
-    client.flushdb()
-    return client
+    return require_redis(SYSTEM_REDIS)
 
 
 @pytest.fixture

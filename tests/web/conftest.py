@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
 from grader.app import create_app
@@ -21,6 +19,7 @@ from grader.exercises import service as exercises
 from grader.runtime.bootstrap import bootstrap
 from tests.support.live_server import ADMIN_PASSWORD
 from tests.support.models import write_small_test_set
+from tests.support.services import require_redis
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -29,14 +28,7 @@ PASSWORD = "web-test-password"
 
 @pytest.fixture(scope="session")
 def web_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Redis is required in CI: {exc}")
-        pytest.skip(f"Redis unreachable: {exc}")
-    client.flushdb()
+    require_redis(REDIS_URL)
     data_dir = tmp_path_factory.mktemp("web-data")
     settings = Settings(
         data_dir=data_dir,
