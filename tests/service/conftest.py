@@ -3,7 +3,6 @@ inspected in the queue, or graded in-process by calling the grading service)."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,36 +19,18 @@ from grader.db import get_engine
 from grader.runtime.bootstrap import bootstrap
 from tests.support.live_server import ADMIN_PASSWORD
 from tests.support.models import write_small_test_set
-from tests.support.services import require_redis
+from tests.support.services import require_redis, temporary_postgres_database
 
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/13"  # a dedicated index, flushed by these tests
 
 
 def _postgres_database() -> Iterator[str]:
-    import psycopg
-
-    name = f"grader_test_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = psycopg.connect(
-            "host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True, connect_timeout=3
-        )
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is required in CI: {exc}")
-        pytest.skip(f"PostgreSQL unreachable: {exc}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    with temporary_postgres_database() as url:
         _engine_urls.append(url)
-        yield url
-    finally:
-        _dispose_engines()
-        with psycopg.connect(
-            "host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True
-        ) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        try:
+            yield url
+        finally:
+            _dispose_engines()
 
 
 def _dispose_engines() -> None:

@@ -32,7 +32,7 @@ from tests.support.models import (
     write_slow_model,
     write_small_test_set,
 )
-from tests.support.services import require_redis
+from tests.support.services import require_redis, temporary_postgres_database
 
 pytestmark = pytest.mark.slow
 SYSTEM_REDIS = "redis://127.0.0.1:6379/14"
@@ -236,3 +236,45 @@ def test_broker_down_during_uploads_loses_nothing(
             assert _result_rows(server.data_dir, sid) == 1
     finally:
         broker.stop()
+
+
+def test_production_layout_on_postgresql_and_system_redis(
+    system_redis: redis.Redis, live_server: LiveServer, small_csv: Path, tmp_path: Path
+) -> None:
+    """`grader migrate`, an API-only `grader serve --no-worker` and a separate `grader worker
+    --queues cpu`, on PostgreSQL and the system Redis, as docs/service.md deploys them."""
+    import psycopg
+
+    grader_cmd = [sys.executable, "-c", "from grader.cli import main; main()"]
+    data_dir = tmp_path / "data"
+    _seed_demo_test_set(live_server, data_dir)
+    with temporary_postgres_database() as db_url:
+        env = {"GRADER_DATABASE_URL": db_url, "GRADER_BROKER_URL": SYSTEM_REDIS}
+        migrated = subprocess.run(
+            [*grader_cmd, "migrate"], env={**os.environ, **env}, capture_output=True, timeout=120
+        )
+        assert migrated.returncode == 0, migrated.stderr
+        api = start_live_server(data_dir, env=env, extra_args=("--no-worker",))
+        with (data_dir / "worker-cpu.log").open("ab") as log:
+            worker = subprocess.Popen(
+                [*grader_cmd, "worker", "--queues", "cpu"],
+                env=api.env, cwd=data_dir, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        try:
+            slug = _create_exercise(api, small_csv, "production")
+            with api.student_client() as client:
+                sid = _upload(client, slug, REFERENCE_MODEL)
+                body = api.wait_for_submission(client, sid, timeout=180)
+            offline = _evaluate(REFERENCE_MODEL, small_csv)
+            assert body["status"] == "PASSED" == offline["status"], body
+            assert body["score"] == pytest.approx(offline["score"], rel=1e-9)
+            with psycopg.connect(db_url.replace("postgresql+psycopg", "postgresql")) as db:
+                row = db.execute(
+                    "SELECT count(*) FROM results WHERE submission_id = %s", (sid,)
+                ).fetchone()
+            assert row is not None and row[0] == 1
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=60)
+            api.stop()

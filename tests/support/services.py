@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import redis
+
+PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 
 
 def require_redis(url: str) -> redis.Redis:
@@ -19,3 +24,24 @@ def require_redis(url: str) -> redis.Redis:
         pytest.skip(f"Redis unreachable at {url}: {exc}")
     client.flushdb()
     return client
+
+
+@contextmanager
+def temporary_postgres_database() -> Iterator[str]:
+    """A fresh, uniquely named PostgreSQL database, dropped afterwards; yields its URL."""
+    import psycopg
+
+    name = f"grader_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(PG_DSN, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required in CI: {exc}")
+        pytest.skip(f"PostgreSQL unreachable: {exc}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
