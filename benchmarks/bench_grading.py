@@ -3,7 +3,9 @@
     python benchmarks/bench_grading.py [--repeat 3] [--device cpu] [--threads N]
 
 For each model it times, end to end (load the file, predict every image, score):
-  course   the course's evaluate_model: torch.jit.load + DataLoader(batch_size=1) + MSELoss
+  course   the course's evaluate_model verbatim, as the course runs it (grad mode on):
+           torch.jit.load + DataLoader(batch_size=1) + MSELoss
+  no_grad  the same loop inside torch.no_grad(): a stricter baseline (CPU only)
   engine   grade_model_file with sandbox_enabled=False (in-process predict + score)
   sandbox  grade_model_file through grader.grading.sandbox.predict_in_sandbox
 and prints each one's best time, its ratio to the course loop, and the score difference.
@@ -140,6 +142,12 @@ def bench_model(
     repeat: int,
 ) -> None:
     def course() -> float:
+        # As the course runs it: its evaluate_model has no torch.no_grad().
+        model = torch.jit.load(str(path), map_location=device)
+        return evaluate_model(model, CourseDataset(test_set))
+
+    def course_no_grad() -> float:
+        # The same loop made as cheap as it gets without changing it: a stricter baseline.
         model = torch.jit.load(str(path), map_location=device)
         with torch.no_grad():
             return evaluate_model(model, CourseDataset(test_set))
@@ -162,6 +170,8 @@ def bench_model(
 
     course_fn = course if device == "cpu" else _course_on_device(path, test_set, device)
     t_course, s_course = timed(course_fn, repeat)
+    on_cpu = device == "cpu"
+    t_no_grad, s_no_grad = timed(course_no_grad, repeat) if on_cpu else (t_course, s_course)
     t_engine, s_engine = timed(lambda: engine(in_process), repeat)
     t_sandbox, s_sandbox = timed(lambda: engine(sandboxed), repeat)
     size_mb = path.stat().st_size / 1e6
@@ -169,6 +179,7 @@ def bench_model(
     print(f"  {'path':<10}{'seconds':>9}{'speed-up':>10}{'|score diff|':>15}{'relative':>11}")
     for label, t, s in [
         ("course", t_course, s_course),
+        ("no_grad", t_no_grad, s_no_grad),
         ("engine", t_engine, s_engine),
         ("sandbox", t_sandbox, s_sandbox),
     ]:
