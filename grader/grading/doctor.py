@@ -45,6 +45,21 @@ def describe_sandbox_layers(*, device: str = "cpu") -> list[tuple[str, bool, str
     return rows
 
 
+def device_problem(device: str) -> str | None:
+    """Why a sandboxed child cannot grade on `device` here, or None when it can (a real probe,
+    whose fork server is stopped again so that no process inherits it)."""
+    if device == "cpu":
+        return None
+    try:
+        rows = {name: (ok, note) for name, ok, note in describe_sandbox_layers(device=device)}
+    finally:
+        sandbox.shutdown()
+    if not rows.get("fork_server", (False, ""))[0]:
+        return f"the sandbox cannot start: {rows['fork_server'][1]}"
+    ok, note = rows.get("cuda", (False, "not reported by the sandbox child"))
+    return None if ok else note
+
+
 def format_layers(rows: list[tuple[str, bool, str]]) -> str:
     return "\n".join(f"{'ok ' if ok else 'OFF'} {name:<13} {note}" for name, ok, note in rows)
 
@@ -62,5 +77,6 @@ def doctor_command(device: str, as_json: bool) -> None:
         click.echo(json.dumps({name: {"active": ok, "note": note} for name, ok, note in rows}))
     else:
         click.echo(format_layers(rows))
-    if not all(ok for name, ok, _ in rows if name in ("fork_server", "rlimits")):
+    required = ("fork_server", "rlimits", *(("cuda",) if device != "cpu" else ()))
+    if not all(any(ok for name, ok, _ in rows if name == need) for need in required):
         raise SystemExit(1)

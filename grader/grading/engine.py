@@ -70,7 +70,7 @@ def _predict(
     timings: dict[str, float],
 ) -> Any:
     if settings.sandbox_enabled:
-        from grader.grading.sandbox import predict_in_sandbox
+        from grader.grading.sandbox import last_timings, predict_in_sandbox
 
         start = time.perf_counter()
         predictions = predict_in_sandbox(
@@ -81,6 +81,7 @@ def _predict(
             limits=sandbox_limits(settings, time_limit_s=time_limit_s),
         )
         timings["sandbox"] = time.perf_counter() - start
+        timings.update(last_timings())
         return predictions
 
     from grader.grading.predict import load_model, predict

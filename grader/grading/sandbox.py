@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import select
 import signal
@@ -238,6 +239,11 @@ def _outcome(
         raise GradingFailure(
             FailureKind.MEMORY_LIMIT, f"more than {limits.memory_limit_bytes >> 20} MiB resident"
         )
+    if next(iter(frames), None) == b"D":
+        # Only trusted code writes before `S`, so a model cannot claim our failure this way:
+        # the grading is retried and never counted against the student.
+        detail = (_json_frame(frames[b"D"]) or {}).get("detail", "device unusable")
+        raise GradingFailure(FailureKind.INFRA_ERROR, str(detail)[:2000])
     if overflow:
         raise GradingFailure(FailureKind.BAD_OUTPUT, "the model process sent too much data")
     if b"E" in frames:
@@ -358,6 +364,21 @@ def predict_in_sandbox(
     return _default.predict(
         model_path, images, device=device, batch_size=batch_size, limits=limits
     )
+
+
+def last_timings() -> dict[str, float]:
+    """Where the last sandboxed prediction spent its time, for the stored result. The child's
+    own figures are untrusted: only known keys with finite numbers are kept."""
+    out: dict[str, float] = {}
+    for key, value in _default.last_timings.items():
+        known = key in ("fork_ms", "zygote_start_s") or key in _CHILD_TIMINGS
+        if known and isinstance(value, (int, float)) and math.isfinite(value) and value >= 0:
+            out[_CHILD_TIMINGS.get(key, key)] = float(value)
+    return out
+
+
+_CHILD_TIMINGS = {"setup_s": "child_setup_s", "load_s": "child_load_s",
+                  "predict_s": "child_predict_s"}
 
 
 def shutdown() -> None:

@@ -2,8 +2,10 @@
 
 Forked by the fork server (sandbox_zygote). It gets three descriptors: a sealed memfd of raw
 uint8 images, the model file, and the write end of the result pipe. It never sees keypoints,
-settings or secrets. It writes framed messages: `T` (JSON: layers and timings), then either
-`R` (exactly N*30 float32 values, raw bytes) or `E` (JSON: kind and detail, capped).
+settings or secrets. It writes framed messages: `S` (empty: set-up done, model code runs
+from here on), `T` (JSON: layers and timings), then either `R` (exactly N*30 float32 values,
+raw bytes) or `E` (JSON: kind and detail, capped). A device that cannot start is reported
+as `D` (JSON: detail) instead of `S`, before any model code has run.
 """
 
 from __future__ import annotations
@@ -243,10 +245,14 @@ def run(raw_request: dict[str, Any], *, zygote_pid: int, images_fd: int, model_f
             except Exception as exc:
                 layers.record("cuda", False, f"{type(exc).__name__}: {exc}"[:300])
                 if not req.probe:
-                    raise
+                    # The worker's fault, not the model's, which has not been loaded yet.
+                    detail = f"device {req.device!r} unusable in the sandbox: {exc}"
+                    send_json(result_fd, b"D", {"detail": detail[:2000]})
+                    os._exit(0)
         if req.probe:
             send_json(result_fd, b"T", info)
             os._exit(0)
+        send(result_fd, b"S", b"")
         from grader.grading.predict import load_model, predict
 
         t0 = time.perf_counter()

@@ -9,6 +9,17 @@ import click
 from grader.config import get_settings
 
 
+def _require_usable_device(device: str) -> None:
+    """A worker whose device cannot start would turn every grading into a retried
+    INFRA_ERROR; refuse to start it instead, saying why."""
+    from grader.grading.doctor import device_problem
+
+    if problem := device_problem(device):
+        raise click.ClickException(
+            f"GRADER_DEVICE={device} cannot be used for grading here: {problem}"
+        )
+
+
 def _logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -27,6 +38,8 @@ def serve_command(host: str | None, port: int | None, no_worker: bool) -> None:
 
     _logging()
     settings = get_settings()
+    if not no_worker:
+        _require_usable_device(settings.device)
     try:
         serve(
             settings,
@@ -49,6 +62,7 @@ def worker_command(queues: str, concurrency: int | None, loglevel: str) -> None:
         if queue not in ("cpu", "gpu"):
             raise click.BadParameter(f"unknown queue {queue!r}", param_hint="--queues")
     settings = get_settings()
+    _require_usable_device(settings.device)
     # The CLI is the one place grader starts worker code; the API only sends tasks by name.
     from worker.celery_app import app
 

@@ -227,6 +227,7 @@ def _finish(
                     testset_version=job.testset_version,
                     evaluator_version=grader.EVALUATOR_VERSION,
                     torch_version=_torch_version(),
+                    device=settings.device,
                     preview_keypoints=preview,
                 )
             )

@@ -75,6 +75,8 @@ class Result(Base):
     testset_version: Mapped[int | None] = mapped_column(Integer, default=None)
     evaluator_version: Mapped[str] = mapped_column(String(32))
     torch_version: Mapped[str | None] = mapped_column(String(64), default=None)
+    # Where the model ran: GPU and CPU scores can differ in the last digits.
+    device: Mapped[str | None] = mapped_column(String(32), default=None)
     # Web picture (issue 5): the model's keypoints in pixels on public sample faces, computed
     # in the sandbox by the worker; [face][keypoint] -> [x, y]. NULL when there is none.
     preview_keypoints: Mapped[list[list[list[float]]] | None] = mapped_column(JSON, default=None)

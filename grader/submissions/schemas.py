@@ -22,6 +22,7 @@ class ResultOut(BaseModel):
     testset_version: int | None
     evaluator_version: str
     torch_version: str | None
+    device: str | None
     created_at: datetime
 
 

@@ -62,3 +62,47 @@ def test_evaluate_names_hostile_models(tmp_path: Path, small_test_set: Path) -> 
     honest = _evaluate(hm.save_scripted(hm.Honest(), tmp_path / "h.pt"), small_test_set)
     assert honest["status"] in ("PASSED", "FAILED")
     assert isinstance(honest["score"], float) and honest["score"] > 0
+
+
+def _no_cuda() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA works here; these cover a GPU worker on a machine without one")
+
+
+def test_evaluate_on_an_unusable_device_is_our_failure_not_the_model(
+    tmp_path: Path, small_test_set: Path
+) -> None:
+    _no_cuda()
+    model = hm.save_scripted(hm.Honest(), tmp_path / "h.pt")
+    # As a misconfigured GPU worker grades: the device comes from its settings, not a flag.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRADER_")}
+    result = subprocess.run(
+        ["grader", "evaluate", str(model), "--test-set", str(small_test_set), "--json"],
+        capture_output=True, text=True, timeout=300, env={**env, "GRADER_DEVICE": "cuda"},
+    )  # fmt: skip
+    report = json.loads(result.stdout)
+    assert result.returncode == 3, report
+    assert report["status"] == "INFRA_ERROR"
+    assert "device 'cuda' unusable in the sandbox" in str(report["failure_message"])
+
+
+@pytest.mark.parametrize("command", [["worker", "--queues", "gpu"], ["serve"], ["doctor"]])
+def test_commands_refuse_a_device_they_cannot_grade_on(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """A GPU worker without a usable GPU would fail every grading: it does not start."""
+    _no_cuda()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRADER_")}
+    env.update(GRADER_DATA_DIR=str(tmp_path), GRADER_DEVICE="cuda")
+    args = ["doctor", "--device", "cuda"] if command == ["doctor"] else command
+    result = subprocess.run(
+        ["grader", *args], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    if command == ["doctor"]:
+        assert "OFF cuda" in result.stdout
+    else:
+        assert "GRADER_DEVICE=cuda cannot be used for grading here" in result.stderr
+        assert list(tmp_path.iterdir()) == []  # refused before anything started

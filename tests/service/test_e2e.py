@@ -36,6 +36,7 @@ from tests.support.services import require_redis, temporary_postgres_database
 
 pytestmark = pytest.mark.slow
 SYSTEM_REDIS = "redis://127.0.0.1:6379/14"
+GRADER = [sys.executable, "-c", "from grader.cli import main; main()"]
 
 
 @pytest.fixture(scope="module")
@@ -238,6 +239,31 @@ def test_broker_down_during_uploads_loses_nothing(
         broker.stop()
 
 
+def _start_worker(
+    api: LiveServer, queues: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`grader worker --queues QUEUES` beside an API-only server, with its data directory."""
+    with (api.data_dir / f"worker-{queues}.log").open("ab") as log:
+        return subprocess.Popen(
+            [*GRADER, "worker", "--queues", queues],
+            env={**api.env, **(env or {})}, cwd=api.data_dir, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+
+def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    os.killpg(worker.pid, signal.SIGTERM)
+    worker.wait(timeout=60)
+
+
+def _wait_until_ready(api: LiveServer, queues: str, timeout: float = 120) -> None:
+    log = api.data_dir / f"worker-{queues}.log"
+    deadline = time.monotonic() + timeout
+    while " ready." not in (log.read_text(errors="replace") if log.exists() else ""):
+        assert time.monotonic() < deadline, f"worker {queues} not ready\n{api.describe()}"
+        time.sleep(0.2)
+
+
 def test_production_layout_on_postgresql_and_system_redis(
     system_redis: redis.Redis, live_server: LiveServer, small_csv: Path, tmp_path: Path
 ) -> None:
@@ -245,22 +271,16 @@ def test_production_layout_on_postgresql_and_system_redis(
     --queues cpu`, on PostgreSQL and the system Redis, as docs/service.md deploys them."""
     import psycopg
 
-    grader_cmd = [sys.executable, "-c", "from grader.cli import main; main()"]
     data_dir = tmp_path / "data"
     _seed_demo_test_set(live_server, data_dir)
     with temporary_postgres_database() as db_url:
         env = {"GRADER_DATABASE_URL": db_url, "GRADER_BROKER_URL": SYSTEM_REDIS}
         migrated = subprocess.run(
-            [*grader_cmd, "migrate"], env={**os.environ, **env}, capture_output=True, timeout=120
+            [*GRADER, "migrate"], env={**os.environ, **env}, capture_output=True, timeout=120
         )
         assert migrated.returncode == 0, migrated.stderr
         api = start_live_server(data_dir, env=env, extra_args=("--no-worker",))
-        with (data_dir / "worker-cpu.log").open("ab") as log:
-            worker = subprocess.Popen(
-                [*grader_cmd, "worker", "--queues", "cpu"],
-                env=api.env, cwd=data_dir, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
+        worker = _start_worker(api, "cpu")
         try:
             slug = _create_exercise(api, small_csv, "production")
             with api.student_client() as client:
@@ -275,6 +295,37 @@ def test_production_layout_on_postgresql_and_system_redis(
                 ).fetchone()
             assert row is not None and row[0] == 1
         finally:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=60)
+            _stop_worker(worker)
             api.stop()
+
+
+def test_exercises_on_the_gpu_queue_go_only_to_gpu_workers(
+    live_server: LiveServer, small_csv: Path, tmp_path: Path
+) -> None:
+    """A `gpu`-queue exercise waits while only a cpu worker runs, then `grader worker --queues
+    gpu` grades it. No GPU here: that worker's GRADER_DEVICE=cpu is the one stand-in."""
+    data_dir = tmp_path / "data"
+    _seed_demo_test_set(live_server, data_dir)
+    api = start_live_server(data_dir, extra_args=("--no-worker",))
+    broker = {"GRADER_BROKER_URL": f"redis+socket://{api.data_dir / 'redis.sock'}"}
+    workers = {"cpu": _start_worker(api, "cpu", broker)}
+    try:
+        slug = _create_exercise(api, small_csv, "on-gpu")
+        with api.admin_client() as admin:
+            assert admin.patch(f"/api/v1/exercises/{slug}", json={"queue": "gpu"}).is_success
+        _wait_until_ready(api, "cpu")
+        with api.student_client() as client:
+            sid = _upload(client, slug, REFERENCE_MODEL)
+            time.sleep(5)
+            assert client.get(f"/api/v1/submissions/{sid}").json()["status"] == "QUEUED"
+            workers["gpu"] = _start_worker(api, "gpu", {**broker, "GRADER_DEVICE": "cpu"})
+            body = api.wait_for_submission(client, sid, timeout=180)
+        assert body["status"] == "PASSED", body
+        assert body["result"]["device"] == "cpu"
+        logs = {q: (api.data_dir / f"worker-{q}.log").read_text(errors="replace") for q in workers}
+        assert f"submission {sid} graded" in logs["gpu"]
+        assert "grade_submission" not in logs["cpu"]
+    finally:
+        for worker in workers.values():
+            _stop_worker(worker)
+        api.stop()
