@@ -33,6 +33,12 @@ def _fail_input(message: str) -> NoReturn:
 @click.option("--threshold", type=float, help="Passing score (default: 100).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Prediction batch size.")
 @click.option("--max-model-mb", type=float, help="Largest model file accepted (default: 20).")
+@click.option(
+    "--time-limit",
+    "time_limit_s",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds the model may run before TIMEOUT (default: 120, as an exercise's).",
+)
 @click.option("--no-sandbox", is_flag=True, hidden=True, help="Run the model in-process.")
 def evaluate(
     model: Path,
@@ -42,6 +48,7 @@ def evaluate(
     threshold: float | None,
     batch_size: int | None,
     max_model_mb: float | None,
+    time_limit_s: float | None,
     no_sandbox: bool,
 ) -> None:
     """Grade MODEL (a TorchScript file) exactly like the course's evaluate_model.
@@ -88,6 +95,7 @@ def evaluate(
             else settings.default_max_model_bytes
         ),
         settings=settings,
+        time_limit_s=time_limit_s,
     )
     if as_json:
         click.echo(json.dumps(outcome.to_dict()))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import zipfile
 from pathlib import Path
 
 import torch
@@ -96,3 +98,39 @@ class IntegerOutput(torch.nn.Module):
 def save_scripted(module: torch.nn.Module, path: Path) -> Path:
     torch.jit.script(module).save(str(path))
     return path
+
+
+class HugeAllocation(torch.nn.Module):
+    """Asks for 1 TiB at once: past any cap immediately (the doubling MemoryHog can take longer
+    than a short time limit to reach a 4 GiB cap on a busy machine)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.ones(1 << 38)
+        return torch.zeros(x.shape[0], 30) + y[-1]
+
+
+# Files that are not TorchScript models.
+
+
+def write_pickle(path: Path) -> None:
+    torch.save(Honest(), path)
+
+
+def write_state_dict(path: Path) -> None:
+    torch.save(Honest().state_dict(), path)
+
+
+def write_random_bytes(path: Path) -> None:
+    path.write_bytes(os.urandom(4096))
+
+
+def write_empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def write_zip_bomb(path: Path, size: int = 300 * 1024 * 1024) -> None:
+    """Under 1 MB on disk, `size` bytes once inflated, in a TorchScript-like layout."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\0" * size)
+        archive.writestr("archive/constants.pkl", b"x")
+        archive.writestr("archive/version", b"3\n")

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from grader.grading.sandbox_confine import landlock_abi
@@ -46,19 +49,78 @@ def _evaluate(model: Path, test_set: Path) -> dict[str, object]:
     return report
 
 
-def test_evaluate_names_hostile_models(tmp_path: Path, small_test_set: Path) -> None:
-    os.chmod(tmp_path, 0o777)
-    target = tmp_path / "written.txt"
-    cases = {
-        "SANDBOX_VIOLATION": hm.save_scripted(hm.Writer(str(target)), tmp_path / "w.pt"),
-        "NON_FINITE": hm.save_scripted(hm.NaNOutput(), tmp_path / "n.pt"),
-        "BAD_OUTPUT": hm.save_scripted(hm.IntegerOutput(), tmp_path / "i.pt"),
-    }
-    for status, model in cases.items():
-        report = _evaluate(model, small_test_set)
-        assert report["status"] == status, report
-        assert report["passed"] is False
-    assert not target.exists()
+def _secret_labels(tmp_path: Path, n: int) -> hm.SecretReader:
+    # Labels of the test set's own size, readable by everyone: only the sandbox protects them.
+    secret = tmp_path / "hidden_labels.bin"
+    secret.write_bytes(np.random.default_rng(1).uniform(-1, 1, (n, 15, 2)).astype("<f4").tobytes())
+    os.chmod(tmp_path, 0o755)
+    secret.chmod(0o644)
+    return hm.SecretReader(str(secret), n)
+
+
+# The list, each as `grader evaluate` names it; (build, expected status, extra args).
+EVALUATE_CASES: dict[str, tuple[Callable[[Path], Path], str, tuple[str, ...]]] = {
+    "reads_a_planted_secret": (
+        lambda d: hm.save_scripted(_secret_labels(d, 16), d / "m.pt"), "SANDBOX_VIOLATION", ()
+    ),
+    "writes_a_file": (
+        lambda d: hm.save_scripted(hm.Writer(str(d / "written.txt")), d / "m.pt"),
+        "SANDBOX_VIOLATION", (),
+    ),
+    "writes_at_load_time": (
+        lambda d: hm.save_scripted(hm.LoadTimeWriter(str(d / "written.txt")), d / "m.pt"),
+        "SANDBOX_VIOLATION", (),
+    ),
+    "endless_loop": (
+        lambda d: hm.save_scripted(hm.Endless(), d / "m.pt"), "TIMEOUT", ("--time-limit", "3")
+    ),
+    "allocates_past_the_cap": (
+        lambda d: hm.save_scripted(hm.HugeAllocation(), d / "m.pt"), "MEMORY_LIMIT", ()
+    ),
+    "nan_output": (lambda d: hm.save_scripted(hm.NaNOutput(), d / "m.pt"), "NON_FINITE", ()),
+    "wrong_shape": (lambda d: hm.save_scripted(hm.WrongShape(), d / "m.pt"), "BAD_OUTPUT", ()),
+    "integer_output": (
+        lambda d: hm.save_scripted(hm.IntegerOutput(), d / "m.pt"), "BAD_OUTPUT", ()
+    ),
+    **{
+        name: (lambda d, write=write: _written(write, d / "m.pt"), "LOAD_ERROR", ())
+        for name, write in [
+            ("plain_pickle", hm.write_pickle), ("random_bytes", hm.write_random_bytes),
+            ("empty_file", hm.write_empty), ("zip_bomb", hm.write_zip_bomb),
+        ]
+    },
+    "over_the_size_limit": (
+        lambda d: hm.save_scripted(hm.Honest(), d / "m.pt"),
+        "TOO_LARGE", ("--max-model-mb", "0.001"),
+    ),
+}
+
+
+def _written(write: Callable[[Path], None], path: Path) -> Path:
+    write(path)
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(EVALUATE_CASES))
+def test_evaluate_names_every_hostile_model(
+    tmp_path: Path, small_test_set: Path, case: str
+) -> None:
+    os.chmod(tmp_path, 0o777)  # even a world-writable directory stays unwritten
+    build, expected, extra = EVALUATE_CASES[case]
+    started = time.monotonic()
+    result = _grader("evaluate", str(build(tmp_path)), "--test-set", str(small_test_set),
+                     "--json", *extra)  # fmt: skip
+    report = json.loads(result.stdout)
+    assert result.returncode == 1, (result.stderr, report)
+    assert report["status"] == expected, report
+    assert report["passed"] is False and report["score"] == 0.0
+    assert report["failure_message"]
+    assert not (tmp_path / "written.txt").exists()
+    if expected == "TIMEOUT":
+        assert time.monotonic() - started < 60
+
+
+def test_evaluate_grades_an_honest_model(tmp_path: Path, small_test_set: Path) -> None:
     honest = _evaluate(hm.save_scripted(hm.Honest(), tmp_path / "h.pt"), small_test_set)
     assert honest["status"] in ("PASSED", "FAILED")
     assert isinstance(honest["score"], float) and honest["score"] > 0

@@ -108,22 +108,6 @@ def test_bad_outputs(run_sandboxed: Run, tmp_path: Path, module: torch.nn.Module
     assert failure.kind == FailureKind.BAD_OUTPUT
 
 
-def _pickle(path: Path) -> None:
-    torch.save(hm.Honest(), path)
-
-
-def _state_dict(path: Path) -> None:
-    torch.save(hm.Honest().state_dict(), path)
-
-
-def _random(path: Path) -> None:
-    path.write_bytes(np.random.default_rng(2).integers(0, 256, 4096, np.uint8).tobytes())
-
-
-def _empty(path: Path) -> None:
-    path.write_bytes(b"")
-
-
 def _torchscript_layout_with_junk(path: Path) -> None:
     # Entry names without the UTF-8 flag make zipfile reach for the cp437 codec, which the
     # confined child can only use if the fork server imported it beforehand.
@@ -134,7 +118,8 @@ def _torchscript_layout_with_junk(path: Path) -> None:
 
 @pytest.mark.parametrize(
     "make",
-    [_pickle, _state_dict, _random, _empty, _torchscript_layout_with_junk],
+    [hm.write_pickle, hm.write_state_dict, hm.write_random_bytes, hm.write_empty,
+     hm.write_zip_bomb, _torchscript_layout_with_junk],
     ids=lambda f: f.__name__,
 )
 def test_files_that_are_not_torchscript(

@@ -4,7 +4,6 @@ outside the sandbox changes, and the same worker grades an honest model right af
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,15 +17,6 @@ from tests.support.models import write_small_test_set
 
 pytestmark = pytest.mark.slow
 TIME_LIMIT_S = 4.0
-
-
-class HugeAllocation(torch.nn.Module):
-    """Asks for 1 TiB at once (the doubling MemoryHog takes longer than TIME_LIMIT_S to reach
-    the service's 4 GiB cap on a busy machine; that path is covered in tests/sandbox)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.ones(1 << 38)
-        return torch.zeros(x.shape[0], 30) + y[-1]
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +73,7 @@ MODELS: dict[str, tuple[Callable[[LiveServer, str, Path], torch.nn.Module], str]
         "SANDBOX_VIOLATION",
     ),
     "endless_loop": (lambda *_: hm.Endless(), "TIMEOUT"),
-    "allocates_past_the_cap": (lambda *_: HugeAllocation(), "MEMORY_LIMIT"),
+    "allocates_past_the_cap": (lambda *_: hm.HugeAllocation(), "MEMORY_LIMIT"),
     "nan_output": (lambda *_: hm.NaNOutput(), "NON_FINITE"),
     "wrong_shape": (lambda *_: hm.WrongShape(), "BAD_OUTPUT"),
     "integer_output": (lambda *_: hm.IntegerOutput(), "BAD_OUTPUT"),
@@ -109,26 +99,11 @@ def test_hostile_model_ends_with_its_named_failure(
         _assert_honest_model_still_graded(live_server, client, hostile_exercise, tmp_path)
 
 
-def _pickle(path: Path) -> None:
-    torch.save(hm.Honest(), path)
-
-
-def _random_bytes(path: Path) -> None:
-    path.write_bytes(os.urandom(4096))
-
-
-def _empty(path: Path) -> None:
-    path.write_bytes(b"")
-
-
-def _zip_bomb(path: Path) -> None:
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("archive/data.pkl", b"\0" * (300 * 1024 * 1024))
-        archive.writestr("archive/version", b"3\n")
-
-
-@pytest.mark.parametrize("make", [_pickle, _random_bytes, _empty, _zip_bomb],
-                         ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "make",
+    [hm.write_pickle, hm.write_random_bytes, hm.write_empty, hm.write_zip_bomb],
+    ids=lambda f: f.__name__,
+)
 def test_files_that_are_not_models_are_refused_at_upload(
     live_server: LiveServer, hostile_exercise: str, tmp_path: Path, make: Callable[[Path], None]
 ) -> None:
