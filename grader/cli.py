@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
+from pydantic import ValidationError
 
 from grader import __version__
 
 
-@click.group()
+class SettingsError(click.ClickException):
+    exit_code = 2  # bad input, as for every command's own arguments
+
+
+class GraderGroup(click.Group):
+    """Reports invalid GRADER_* settings as one line each instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ValidationError as exc:
+            if exc.title != "Settings":
+                raise
+            lines = [
+                f"  GRADER_{'_'.join(map(str, err['loc'])).upper()}={err.get('input')!r}: "
+                f"{err['msg']}"
+                for err in exc.errors()
+            ]
+            raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None
+
+
+@click.group(cls=GraderGroup)
 @click.version_option(__version__, prog_name="grader")
 def main() -> None:
     """Grade TorchScript models against hidden test sets."""

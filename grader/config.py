@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     port: int = 8000
 
     # Grading
-    device: str = "cpu"
+    device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
     batch_size: int = 8
     default_threshold: float = 100.0
     default_max_model_bytes: int = 20 * 1024 * 1024

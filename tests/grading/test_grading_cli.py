@@ -96,3 +96,17 @@ def test_cuda_on_a_cpu_machine_exits_2(env: dict[str, str]) -> None:
     result = run(env, str(EXAMPLES / "reference_model.pt"), "--device", "cuda", "--json")
     assert result.returncode == 2
     assert "CUDA" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [["evaluate", "x.pt"], ["worker"], ["serve"], ["migrate"]])
+def test_invalid_settings_exit_2_naming_the_variable(
+    env: dict[str, str], command: list[str]
+) -> None:
+    bad = {**env, "GRADER_DEVICE": "tpu", "GRADER_WORKER_CONCURRENCY": "0"}
+    result = subprocess.run(
+        ["grader", *command], capture_output=True, text=True, env=bad, timeout=60
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "GRADER_DEVICE='tpu'" in result.stderr
+    assert "GRADER_WORKER_CONCURRENCY='0'" in result.stderr
