@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,46 +29,18 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_grading import (  # noqa: E402
-    REFERENCE,
-    CourseDataset,
-    _course_on_device,
-    evaluate_model,
-    timed,
-    typical_cnn,
-)
-from grader.config import Settings, get_settings  # noqa: E402
+from benchmarks.bench_grading import REFERENCE, course_loop, timed, typical_cnn  # noqa: E402
+from grader.config import get_settings  # noqa: E402
 from grader.grading.engine import grade_model_file  # noqa: E402
 from grader.grading.testsets import TestSet, demo_test_set_path, load_test_set  # noqa: E402
-from tests.support.live_server import LiveServer, start_live_server  # noqa: E402
+from tests.support.live_server import (  # noqa: E402
+    LiveServer,
+    start_live_server,
+    start_worker,
+    stop_worker,
+)
 
 DEMO = "facial-keypoints"
-
-
-def start_worker(server: LiveServer, device: str) -> subprocess.Popen[bytes]:
-    env = {
-        **server.env,
-        "GRADER_DEVICE": device,
-        "GRADER_BROKER_URL": Settings(data_dir=server.data_dir).celery_broker_url,
-    }
-    log = open(server.data_dir / "worker-gpu.log", "ab")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from grader.cli import main; main()", "worker", "--queues", "gpu"],
-        cwd=server.data_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-    log.close()
-    return proc
-
-
-def stop_worker(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def through_worker(
@@ -112,13 +83,7 @@ def in_process_rows(
             raise RuntimeError(f"{outcome.status}: {outcome.failure_message}")
         return outcome.score
 
-    def course_on_cpu() -> float:
-        import torch
-
-        return float(evaluate_model(torch.jit.load(str(path)), CourseDataset(test_set)))
-
-    course = course_on_cpu if device == "cpu" else _course_on_device(path, test_set, device)
-    rows = [("course loop", *timed(course, repeat))]
+    rows = [("course loop", *timed(course_loop(path, test_set, device), repeat))]
     rows.append(("engine", *timed(lambda: engine(False), repeat)))
     rows.append(("sandboxed", *timed(lambda: engine(True), repeat)))
     return rows
@@ -141,7 +106,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         models = {"reference": REFERENCE, "typical CNN": typical_cnn(Path(tmp) / "typical.pt")}
         server = start_live_server(Path(tmp) / "data", extra_args=("--no-worker",))
-        worker = start_worker(server, args.device)
+        worker = start_worker(server, "gpu", {"GRADER_DEVICE": args.device})
         try:
             with server.admin_client() as admin:
                 admin.patch(

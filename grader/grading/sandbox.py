@@ -366,6 +366,10 @@ def predict_in_sandbox(
     )
 
 
+_CHILD_TIMINGS = {"setup_s": "child_setup_s", "load_s": "child_load_s",
+                  "predict_s": "child_predict_s"}
+
+
 def last_timings() -> dict[str, float]:
     """Where the last sandboxed prediction spent its time, for the stored result. The child's
     own figures are untrusted: only known keys with finite numbers are kept."""
@@ -375,10 +379,6 @@ def last_timings() -> dict[str, float]:
         if known and isinstance(value, (int, float)) and math.isfinite(value) and value >= 0:
             out[_CHILD_TIMINGS.get(key, key)] = float(value)
     return out
-
-
-_CHILD_TIMINGS = {"setup_s": "child_setup_s", "load_s": "child_load_s",
-                  "predict_s": "child_predict_s"}
 
 
 def shutdown() -> None:

@@ -24,7 +24,13 @@ import pytest
 import redis
 
 from grader.runtime.redis_server import EmbeddedRedis
-from tests.support.live_server import LiveServer, free_port, start_live_server
+from tests.support.live_server import (
+    LiveServer,
+    free_port,
+    start_live_server,
+    start_worker,
+    stop_worker,
+)
 from tests.support.models import (
     DUMMY_MODEL,
     REFERENCE_MODEL,
@@ -239,23 +245,6 @@ def test_broker_down_during_uploads_loses_nothing(
         broker.stop()
 
 
-def _start_worker(
-    api: LiveServer, queues: str, env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    """`grader worker --queues QUEUES` beside an API-only server, with its data directory."""
-    with (api.data_dir / f"worker-{queues}.log").open("ab") as log:
-        return subprocess.Popen(
-            [*GRADER, "worker", "--queues", queues],
-            env={**api.env, **(env or {})}, cwd=api.data_dir, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-
-
-def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    os.killpg(worker.pid, signal.SIGTERM)
-    worker.wait(timeout=60)
-
-
 def _wait_until_ready(api: LiveServer, queues: str, timeout: float = 120) -> None:
     log = api.data_dir / f"worker-{queues}.log"
     deadline = time.monotonic() + timeout
@@ -280,7 +269,7 @@ def test_production_layout_on_postgresql_and_system_redis(
         )
         assert migrated.returncode == 0, migrated.stderr
         api = start_live_server(data_dir, env=env, extra_args=("--no-worker",))
-        worker = _start_worker(api, "cpu")
+        worker = start_worker(api, "cpu")
         try:
             slug = _create_exercise(api, small_csv, "production")
             with api.student_client() as client:
@@ -295,7 +284,7 @@ def test_production_layout_on_postgresql_and_system_redis(
                 ).fetchone()
             assert row is not None and row[0] == 1
         finally:
-            _stop_worker(worker)
+            stop_worker(worker)
             api.stop()
 
 
@@ -307,8 +296,7 @@ def test_exercises_on_the_gpu_queue_go_only_to_gpu_workers(
     data_dir = tmp_path / "data"
     _seed_demo_test_set(live_server, data_dir)
     api = start_live_server(data_dir, extra_args=("--no-worker",))
-    broker = {"GRADER_BROKER_URL": f"redis+socket://{api.data_dir / 'redis.sock'}"}
-    workers = {"cpu": _start_worker(api, "cpu", broker)}
+    workers = {"cpu": start_worker(api, "cpu")}
     try:
         slug = _create_exercise(api, small_csv, "on-gpu")
         with api.admin_client() as admin:
@@ -318,7 +306,7 @@ def test_exercises_on_the_gpu_queue_go_only_to_gpu_workers(
             sid = _upload(client, slug, REFERENCE_MODEL)
             time.sleep(5)
             assert client.get(f"/api/v1/submissions/{sid}").json()["status"] == "QUEUED"
-            workers["gpu"] = _start_worker(api, "gpu", {**broker, "GRADER_DEVICE": "cpu"})
+            workers["gpu"] = start_worker(api, "gpu", {"GRADER_DEVICE": "cpu"})
             body = api.wait_for_submission(client, sid, timeout=180)
         assert body["status"] == "PASSED", body
         assert body["result"]["device"] == "cpu"
@@ -327,5 +315,5 @@ def test_exercises_on_the_gpu_queue_go_only_to_gpu_workers(
         assert "Task grader.grade_submission[" not in logs["cpu"]  # none received
     finally:
         for worker in workers.values():
-            _stop_worker(worker)
+            stop_worker(worker)
         api.stop()

