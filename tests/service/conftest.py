@@ -19,9 +19,9 @@ from grader.db import get_engine
 from grader.runtime.bootstrap import bootstrap
 from tests.support.live_server import ADMIN_PASSWORD
 from tests.support.models import write_small_test_set
-from tests.support.services import require_redis, temporary_postgres_database
+from tests.support.services import require_redis, temporary_postgres_database, redis_url_for
 
-REDIS_URL = "redis://127.0.0.1:6379/13"  # a dedicated index, flushed by these tests
+REDIS_URL = redis_url_for("service")
 
 
 def _postgres_database() -> Iterator[str]:

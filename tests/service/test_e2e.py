@@ -38,10 +38,10 @@ from tests.support.models import (
     write_slow_model,
     write_small_test_set,
 )
-from tests.support.services import require_redis, temporary_postgres_database
+from tests.support.services import require_redis, temporary_postgres_database, redis_url_for
 
 pytestmark = pytest.mark.slow
-SYSTEM_REDIS = "redis://127.0.0.1:6379/14"
+SYSTEM_REDIS = redis_url_for("e2e")
 GRADER = [sys.executable, "-c", "from grader.cli import main; main()"]
 
 

@@ -11,6 +11,15 @@ import pytest
 import redis
 
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+# Each test package flushes its own Redis database index. GRADER_TEST_REDIS_BASE moves the
+# three indexes, so two checkouts can run their suites at once against the same server.
+_REDIS_BASE = int(os.environ.get("GRADER_TEST_REDIS_BASE", "12"))
+_REDIS_OFFSETS = {"web": 0, "service": 1, "e2e": 2}
+
+
+def redis_url_for(package: str) -> str:
+    """The system Redis database reserved for one test package ("web", "service", "e2e")."""
+    return f"redis://127.0.0.1:6379/{_REDIS_BASE + _REDIS_OFFSETS[package]}"
 
 
 def require_redis(url: str) -> redis.Redis:

@@ -19,9 +19,9 @@ from grader.exercises import service as exercises
 from grader.runtime.bootstrap import bootstrap
 from tests.support.live_server import ADMIN_PASSWORD
 from tests.support.models import write_small_test_set
-from tests.support.services import require_redis
+from tests.support.services import require_redis, redis_url_for
 
-REDIS_URL = "redis://127.0.0.1:6379/12"
+REDIS_URL = redis_url_for("web")
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 PASSWORD = "web-test-password"
 
