@@ -19,7 +19,7 @@ from grader.db import get_engine
 from grader.runtime.bootstrap import bootstrap
 from tests.support.live_server import ADMIN_PASSWORD
 from tests.support.models import write_small_test_set
-from tests.support.services import require_redis, temporary_postgres_database, redis_url_for
+from tests.support.services import redis_url_for, require_redis, temporary_postgres_database
 
 REDIS_URL = redis_url_for("service")
 

@@ -38,7 +38,7 @@ from tests.support.models import (
     write_slow_model,
     write_small_test_set,
 )
-from tests.support.services import require_redis, temporary_postgres_database, redis_url_for
+from tests.support.services import redis_url_for, require_redis, temporary_postgres_database
 
 pytestmark = pytest.mark.slow
 SYSTEM_REDIS = redis_url_for("e2e")

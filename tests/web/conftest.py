@@ -19,7 +19,7 @@ from grader.exercises import service as exercises
 from grader.runtime.bootstrap import bootstrap
 from tests.support.live_server import ADMIN_PASSWORD
 from tests.support.models import write_small_test_set
-from tests.support.services import require_redis, redis_url_for
+from tests.support.services import redis_url_for, require_redis
 
 REDIS_URL = redis_url_for("web")
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
