@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import BaseModel
+
 
 class DomainError(Exception):
     status_code = 400
@@ -38,3 +42,27 @@ class Invalid(DomainError):
 
 class RateLimited(DomainError):
     status_code = 429
+
+
+class ErrorBody(BaseModel):
+    """The body of every 4xx a domain error produces: `{"detail": "..."}`."""
+
+    detail: str
+
+
+_DESCRIPTIONS = {
+    400: "Malformed request",
+    401: "Not authenticated",
+    403: "Not allowed for this role",
+    404: "Not found",
+    409: "Conflict with the current state",
+    413: "Payload too large",
+    422: "Invalid input",
+    429: "Too many requests (see Retry-After)",
+    503: "Busy; nothing was changed (see Retry-After)",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` for the domain errors a route really returns."""
+    return {code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]} for code in codes}
