@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from grader.config import Settings
 from grader.grading.failures import FailureKind, GradingFailure
 from grader.grading.metrics import score_predictions
-from grader.grading.sandbox import SandboxLimits
+from grader.grading.plans import Plan
+from grader.grading.sandbox import SandboxLimits, SandboxRun
 from grader.grading.testsets import TestSet
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,11 @@ class GradingOutcome:
     failure_kind: FailureKind | None = None
     failure_message: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # How the model was run (see plans.py), and what else was tried; None after a failure.
+    plan: Plan | None = None
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    # Predictions on the public preview faces, when asked for and the model produced them.
+    preview: np.ndarray | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +58,8 @@ class GradingOutcome:
             "failure_kind": str(self.failure_kind) if self.failure_kind else None,
             "failure_message": self.failure_message,
             "timings": dict(self.timings),
+            "plan": self.plan.to_dict() if self.plan else None,
+            "trials": list(self.trials),
         }
 
 
@@ -68,33 +78,46 @@ def _predict(
     settings: Settings,
     time_limit_s: float | None,
     timings: dict[str, float],
-) -> Any:
+    plan_hint: Plan | None,
+    preview_images: np.ndarray | None,
+) -> SandboxRun:
     if settings.sandbox_enabled:
-        from grader.grading.sandbox import last_timings, predict_in_sandbox
+        from grader.grading.sandbox import run_in_sandbox
 
         start = time.perf_counter()
-        predictions = predict_in_sandbox(
+        run = run_in_sandbox(
             model_path,
             test_set.images,
             device=settings.device,
             batch_size=settings.batch_size,
             limits=sandbox_limits(settings, time_limit_s=time_limit_s),
+            plan_hint=plan_hint,
+            preview_images=preview_images,
         )
         timings["sandbox"] = time.perf_counter() - start
-        timings.update(last_timings())
-        return predictions
+        timings.update(run.timings)
+        return run
 
-    from grader.grading.predict import load_model, predict
+    # Benchmarks and tests only: the model runs in this process.
+    from grader.grading.predict import load_model, predict_preview, predict_with_plan
 
     start = time.perf_counter()
     model = load_model(model_path, device=settings.device)
     timings["load"] = time.perf_counter() - start
     start = time.perf_counter()
-    predictions = predict(
-        model, test_set.images, device=settings.device, batch_size=settings.batch_size
+    predictions, report = predict_with_plan(
+        model, test_set.images, device=settings.device, max_batch=settings.batch_size,
+        hint=plan_hint,
     )
     timings["predict"] = time.perf_counter() - start
-    return predictions
+    timings["tuning"] = report.tuning_s
+    preview = None
+    if preview_images is not None:
+        preview = predict_preview(report, preview_images, device=settings.device)
+    return SandboxRun(
+        predictions=predictions, plan=report.plan,
+        trials=[t.to_dict() for t in report.trials], preview=preview,
+    )
 
 
 def grade_model_file(
@@ -105,6 +128,8 @@ def grade_model_file(
     max_model_bytes: int,
     settings: Settings,
     time_limit_s: float | None = None,
+    plan_hint: Plan | None = None,
+    preview_images: np.ndarray | None = None,
 ) -> GradingOutcome:
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -132,15 +157,17 @@ def grade_model_file(
                 FailureKind.TOO_LARGE,
                 f"{size / 1e6:.1f} MB, the limit is {max_model_bytes / 1e6:.1f} MB",
             )
-        predictions = _predict(
+        run = _predict(
             model_path,
             test_set,
             settings=settings,
             time_limit_s=time_limit_s,
             timings=timings,
+            plan_hint=plan_hint,
+            preview_images=preview_images,
         )
         start = time.perf_counter()
-        report = score_predictions(predictions, test_set.keypoints, threshold=threshold)
+        report = score_predictions(run.predictions, test_set.keypoints, threshold=threshold)
         timings["score"] = time.perf_counter() - start
     except GradingFailure as failure:
         return failed(failure.kind, failure.message)
@@ -158,4 +185,7 @@ def grade_model_file(
         per_keypoint_rmse_px=report.per_keypoint_rmse_px,
         seconds=timings["total"],
         timings=timings,
+        plan=run.plan,
+        trials=run.trials,
+        preview=run.preview,
     )

@@ -1,10 +1,12 @@
 """The process boundary between the trusted grader and a student's untrusted model.
 
-`predict_in_sandbox` hands the test images (never the keypoints) to a confined child forked
+`run_in_sandbox` hands the test images (never the keypoints) to a confined child forked
 from a per-process fork server (`sandbox_zygote`), and takes back exactly N*30 float32 values
-as raw bytes. Every way the child can fail becomes a named `GradingFailure`; the fork server
-is restarted transparently when it dies. One call runs at a time per process (a lock), which
-is what a Celery worker process does anyway.
+as raw bytes, with the execution plan the child chose and, when asked, its predictions on a
+few public preview faces (same run, same plan: the model is loaded once). Every way the
+child can fail becomes a named `GradingFailure`; the fork server is restarted transparently
+when it dies. One call runs at a time per process (a lock), which is what a Celery worker
+process does anyway.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from grader.grading.failures import FailureKind, GradingFailure
+from grader.grading.plans import Plan
 
 _FRAME_HEADER = 9  # tag (1 byte) + length (8 bytes), as sandbox_child.FRAME packs it
 _MAX_JSON = 64 * 1024
@@ -47,6 +50,18 @@ class SandboxLimits:
     time_limit_s: float = 120.0
     memory_limit_bytes: int = 4 * 1024**3
     threads: int = 1
+
+
+@dataclass
+class SandboxRun:
+    """What one sandboxed run returned. Everything but `predictions` is informative only and
+    was validated here, since the child's own account of itself is untrusted."""
+
+    predictions: np.ndarray
+    plan: Plan | None = None
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    preview: np.ndarray | None = None
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class _ZygoteGone(Exception):
@@ -134,58 +149,71 @@ class Sandbox:
 
     # -- one submission ----------------------------------------------------------------------
 
-    def predict(
+    def run(
         self, model_path: Path, images: np.ndarray, *, device: str, batch_size: int,
-        limits: SandboxLimits,
-    ) -> np.ndarray:
+        limits: SandboxLimits, plan_hint: Plan | None = None,
+        preview_images: np.ndarray | None = None,
+    ) -> SandboxRun:
+        """`batch_size` is the largest batch the child's plan may use."""
         images = _checked_images(images)
+        preview = None if preview_images is None else _checked_images(preview_images)
+        job = _Job(images, preview, device, batch_size, limits, plan_hint)
         with self._lock:
             try:
-                return self._run_once(model_path, images, device, batch_size, limits)
+                return self._run_once(model_path, job)
             except _ZygoteGone:
                 self._stop_zygote()
                 try:
-                    return self._run_once(model_path, images, device, batch_size, limits)
+                    return self._run_once(model_path, job)
                 except _ZygoteGone as exc:
                     self._stop_zygote()
                     raise GradingFailure(FailureKind.INFRA_ERROR, f"sandbox: {exc}") from None
 
+    def predict(
+        self, model_path: Path, images: np.ndarray, *, device: str, batch_size: int,
+        limits: SandboxLimits,
+    ) -> np.ndarray:
+        return self.run(
+            model_path, images, device=device, batch_size=batch_size, limits=limits
+        ).predictions
+
     def probe(self, *, device: str = "cpu", limits: SandboxLimits | None = None) -> dict[str, Any]:
         """Fork a child that confines itself and reports which layers took effect."""
-        limits = limits or SandboxLimits()
+        job = _Job(np.zeros((0, 96, 96), np.uint8), None, device, 1, limits or SandboxLimits())
         with self._lock:
             try:
-                info, _ = self._exchange(
-                    None, np.zeros((0, 96, 96), np.uint8), device, 1, limits, probe=True
-                )
+                info, _ = self._exchange(None, job, probe=True)
             except _ZygoteGone:
                 self._stop_zygote()
                 raise
         return info
 
-    def _run_once(
-        self, model_path: Path, images: np.ndarray, device: str, batch_size: int,
-        limits: SandboxLimits,
-    ) -> np.ndarray:
-        info, predictions = self._exchange(model_path, images, device, batch_size, limits)
-        assert predictions is not None
-        return predictions
+    def _run_once(self, model_path: Path, job: _Job) -> SandboxRun:
+        info, run = self._exchange(model_path, job)
+        assert run is not None
+        return run
 
     def _exchange(
-        self, model_path: Path | None, images: np.ndarray, device: str, batch_size: int,
-        limits: SandboxLimits, *, probe: bool = False,
-    ) -> tuple[dict[str, Any], np.ndarray | None]:
+        self, model_path: Path | None, job: _Job, *, probe: bool = False
+    ) -> tuple[dict[str, Any], SandboxRun | None]:
+        limits = job.limits
         timings: dict[str, Any] = {}
         if not self._zygote_alive(limits.threads):
             timings["zygote_start_s"] = self._start_zygote(limits.threads)
-        n = int(images.shape[0])
+        n = int(job.images.shape[0])
+        n_preview = 0 if job.preview is None else int(job.preview.shape[0])
         model_fd = _open_model(model_path)
-        images_fd = _sealed_memfd(images.tobytes())
+        payload = job.images.tobytes()
+        if job.preview is not None:
+            payload += job.preview.tobytes()
+        images_fd = _sealed_memfd(payload)
         result_r, result_w = os.pipe2(os.O_CLOEXEC)
         request = {
-            "cmd": "run", "n_images": n, "device": device, "batch_size": batch_size,
-            "threads": limits.threads, "memory_limit_bytes": limits.memory_limit_bytes,
+            "cmd": "run", "n_images": n, "n_preview": n_preview, "device": job.device,
+            "batch_size": job.batch_size, "threads": limits.threads,
+            "memory_limit_bytes": limits.memory_limit_bytes,
             "time_limit_s": limits.time_limit_s, "probe": probe,
+            "plan_hint": job.plan_hint.to_dict() if job.plan_hint else None,
         }
         t0 = time.perf_counter()
         try:
@@ -204,7 +232,7 @@ class Sandbox:
             forked = self._recv(time.monotonic() + _CONTROL_TIMEOUT_S)
             timings["fork_ms"] = (time.perf_counter() - t0) * 1000
             self.current_child_pid = forked.get("pid")
-            frames, overflow = _read_frames(result_r, deadline, n)
+            frames, overflow = _read_frames(result_r, deadline, n + n_preview)
         finally:
             os.close(result_r)
             self.current_child_pid = None
@@ -221,7 +249,52 @@ class Sandbox:
         self.last_timings = timings
         if probe:
             return info, None
-        return info, _outcome(frames, overflow, exit_info, n, limits)
+        predictions = _outcome(frames, overflow, exit_info, n, limits)
+        return info, SandboxRun(
+            predictions=predictions,
+            plan=Plan.from_dict(info.get("plan")),
+            trials=_checked_trials(info.get("trials")),
+            preview=_preview(frames.get(b"P"), n_preview),
+            timings=_known_timings(timings),
+        )
+
+
+@dataclass(frozen=True)
+class _Job:
+    images: np.ndarray
+    preview: np.ndarray | None
+    device: str
+    batch_size: int
+    limits: SandboxLimits
+    plan_hint: Plan | None = None
+
+
+_TRIAL_VERDICTS = frozenset({"chosen", "slower", "disagrees", "failed", "skipped"})
+_MAX_TRIALS = 24
+
+
+def _checked_trials(raw: object) -> list[dict[str, Any]]:
+    """The child's list of tried plans, kept only where every field is what it should be."""
+    if not isinstance(raw, list):
+        return []
+    out: list[dict[str, Any]] = []
+    for item in raw[:_MAX_TRIALS]:
+        plan = Plan.from_dict(item)
+        if plan is None or item.get("verdict") not in _TRIAL_VERDICTS:
+            continue
+        entry: dict[str, Any] = {**plan.to_dict(), "verdict": item["verdict"]}
+        for key in ("per_image_ms", "cost_ms"):
+            value = item.get(key)
+            if isinstance(value, (int, float)) and math.isfinite(value) and value >= 0:
+                entry[key] = float(value)
+        out.append(entry)
+    return out
+
+
+def _preview(raw: bytes | None, n_preview: int) -> np.ndarray | None:
+    if raw is None or n_preview == 0 or len(raw) != n_preview * 120:
+        return None
+    return np.frombuffer(raw, dtype="<f4").reshape(n_preview, 15, 2).astype(np.float32)
 
 
 def _timeout_detail(limits: SandboxLimits) -> str:
@@ -233,13 +306,21 @@ def _outcome(
     limits: SandboxLimits,
 ) -> np.ndarray:
     status = int(exit_info.get("status", -1))
+    raw = frames.get(b"R")
+    first = next(iter(frames), None)
+    if raw is not None and len(raw) == n * 120 and b"E" not in frames and not overflow and (
+        first != b"D"
+    ):
+        # The predictions were complete before anything else happened: whatever the child did
+        # after them (the optional preview faces) cannot change the grade.
+        return np.frombuffer(raw, dtype="<f4").reshape(n, 15, 2).astype(np.float32)
     if exit_info.get("timed_out"):
         raise GradingFailure(FailureKind.TIMEOUT, _timeout_detail(limits))
     if exit_info.get("memory_killed"):
         raise GradingFailure(
             FailureKind.MEMORY_LIMIT, f"more than {limits.memory_limit_bytes >> 20} MiB resident"
         )
-    if next(iter(frames), None) == b"D":
+    if first == b"D":
         # Only trusted code writes before `S`, so a model cannot claim our failure this way:
         # the grading is retried and never counted against the student.
         detail = (_json_frame(frames[b"D"]) or {}).get("detail", "device unusable")
@@ -257,17 +338,14 @@ def _outcome(
         raise GradingFailure(
             FailureKind.CRASHED, f"the model process died of {signal.Signals(sig).name}"
         )
-    if b"R" not in frames or status != 0:
+    if raw is None or status != 0:
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
         raise GradingFailure(
             FailureKind.CRASHED, f"the model process exited (code {code}) without a result"
         )
-    raw = frames[b"R"]
-    if len(raw) != n * 30 * 4:
-        raise GradingFailure(
-            FailureKind.BAD_OUTPUT, f"{len(raw)} bytes of predictions, expected {n * 120}"
-        )
-    return np.frombuffer(raw, dtype="<f4").reshape(n, 15, 2).astype(np.float32)
+    raise GradingFailure(
+        FailureKind.BAD_OUTPUT, f"{len(raw)} bytes of predictions, expected {n * 120}"
+    )
 
 
 def _child_failure(raw: bytes) -> GradingFailure:
@@ -292,7 +370,7 @@ def _json_frame(raw: bytes) -> dict[str, Any] | None:
 
 def _read_frames(fd: int, deadline: float, n: int) -> tuple[dict[bytes, bytes], bool]:
     """Read the child's framed messages until EOF, never more than it may legitimately send."""
-    cap = n * 120 + 3 * (_MAX_JSON + _FRAME_HEADER)
+    cap = n * 120 + 4 * (_MAX_JSON + _FRAME_HEADER)
     buf = bytearray()
     while len(buf) <= cap:
         remaining = deadline - time.monotonic()
@@ -352,6 +430,23 @@ def get_sandbox() -> Sandbox:
     return _default
 
 
+def run_in_sandbox(
+    model_path: Path,
+    images: np.ndarray,
+    *,
+    device: str,
+    batch_size: int,
+    limits: SandboxLimits,
+    plan_hint: Plan | None = None,
+    preview_images: np.ndarray | None = None,
+) -> SandboxRun:
+    """Run the model at `model_path` confined: predictions float32 (N, 15, 2), and more."""
+    return _default.run(
+        model_path, images, device=device, batch_size=batch_size, limits=limits,
+        plan_hint=plan_hint, preview_images=preview_images,
+    )
+
+
 def predict_in_sandbox(
     model_path: Path,
     images: np.ndarray,
@@ -361,24 +456,29 @@ def predict_in_sandbox(
     limits: SandboxLimits,
 ) -> np.ndarray:
     """Predictions float32 (N, 15, 2) from the model at `model_path`, run confined."""
-    return _default.predict(
+    return run_in_sandbox(
         model_path, images, device=device, batch_size=batch_size, limits=limits
-    )
+    ).predictions
 
 
 _CHILD_TIMINGS = {"setup_s": "child_setup_s", "load_s": "child_load_s",
-                  "predict_s": "child_predict_s"}
+                  "predict_s": "child_predict_s", "tuning_s": "child_tuning_s",
+                  "preview_s": "child_preview_s"}
 
 
-def last_timings() -> dict[str, float]:
-    """Where the last sandboxed prediction spent its time, for the stored result. The child's
-    own figures are untrusted: only known keys with finite numbers are kept."""
+def _known_timings(raw: dict[str, Any]) -> dict[str, float]:
+    """The child's own figures are untrusted: only known keys with finite numbers are kept."""
     out: dict[str, float] = {}
-    for key, value in _default.last_timings.items():
+    for key, value in raw.items():
         known = key in ("fork_ms", "zygote_start_s") or key in _CHILD_TIMINGS
         if known and isinstance(value, (int, float)) and math.isfinite(value) and value >= 0:
             out[_CHILD_TIMINGS.get(key, key)] = float(value)
     return out
+
+
+def last_timings() -> dict[str, float]:
+    """Where the last sandboxed prediction spent its time, for the stored result."""
+    return _known_timings(_default.last_timings)
 
 
 def shutdown() -> None:

@@ -3,8 +3,9 @@
 Forked by the fork server (sandbox_zygote). It gets three descriptors: a sealed memfd of raw
 uint8 images, the model file, and the write end of the result pipe. It never sees keypoints,
 settings or secrets. It writes framed messages: `S` (empty: set-up done, model code runs
-from here on), `T` (JSON: layers and timings), then either `R` (exactly N*30 float32 values,
-raw bytes) or `E` (JSON: kind and detail, capped). A device that cannot start is reported
+from here on), `T` (JSON: layers, timings, the plan chosen), then either `R` (exactly N*30
+float32 values, raw bytes), optionally followed by `P` (the preview faces' values), or `E`
+(JSON: kind and detail, capped). A device that cannot start is reported
 as `D` (JSON: detail) instead of `S`, before any model code has run.
 """
 
@@ -51,6 +52,8 @@ class ChildRequest:
     memory_limit_bytes: int
     zygote_pid: int
     probe: bool = False
+    n_preview: int = 0
+    plan_hint: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, raw: dict[str, Any], *, zygote_pid: int) -> ChildRequest:
@@ -62,6 +65,8 @@ class ChildRequest:
             memory_limit_bytes=int(raw["memory_limit_bytes"]),
             zygote_pid=zygote_pid,
             probe=bool(raw.get("probe", False)),
+            n_preview=int(raw.get("n_preview") or 0),
+            plan_hint=raw.get("plan_hint") if isinstance(raw.get("plan_hint"), dict) else None,
         )
 
 
@@ -219,6 +224,20 @@ def _start_cuda(torch: Any, req: ChildRequest) -> None:
     torch.cuda.set_per_process_memory_fraction(min(1.0, req.memory_limit_bytes / total), gpu)
 
 
+def _send_preview(result_fd: int, report: Any, faces: Any, req: ChildRequest) -> None:
+    """After `R` the grade is settled: nothing the preview does may turn into an `E`."""
+    import numpy as np
+
+    from grader.grading.predict import predict_preview
+
+    try:
+        preview = predict_preview(report, faces, device=req.device)
+        if preview is not None and preview.shape == (req.n_preview, 15, 2):
+            send(result_fd, b"P", np.ascontiguousarray(preview, dtype="<f4").tobytes())
+    except BaseException:  # noqa: B036,S110 - a courtesy picture, never a failure
+        pass
+
+
 def run(raw_request: dict[str, Any], *, zygote_pid: int, images_fd: int, model_fd: int,
         result_fd: int) -> NoReturn:
     """Entry point in the freshly forked child. Never returns."""
@@ -230,7 +249,7 @@ def run(raw_request: dict[str, Any], *, zygote_pid: int, images_fd: int, model_f
         os.chdir("/")
         req = ChildRequest.from_json(raw_request, zygote_pid=zygote_pid)
         started = time.perf_counter()
-        images = _read_images(images_fd, req.n_images)
+        images = _read_images(images_fd, req.n_images + req.n_preview)
         os.close(images_fd)
         model_path = f"/proc/self/fd/{_model_memfd(model_fd)}" if model_fd >= 0 else ""
         layers = confine_self(req)
@@ -253,7 +272,8 @@ def run(raw_request: dict[str, Any], *, zygote_pid: int, images_fd: int, model_f
             send_json(result_fd, b"T", info)
             os._exit(0)
         send(result_fd, b"S", b"")
-        from grader.grading.predict import load_model, predict
+        from grader.grading.plans import Plan
+        from grader.grading.predict import load_model, predict_with_plan
 
         t0 = time.perf_counter()
         model = load_model(Path(model_path), device=req.device)
@@ -263,9 +283,15 @@ def run(raw_request: dict[str, Any], *, zygote_pid: int, images_fd: int, model_f
                 FailureKind.SANDBOX_VIOLATION,
                 f"the model's code calls {', '.join(ops)}: models may not read or write files",
             )
-        predictions = predict(model, images, device=req.device, batch_size=req.batch_size)
+        predictions, report = predict_with_plan(
+            model, images[: req.n_images], device=req.device, max_batch=req.batch_size,
+            threads=req.threads, hint=Plan.from_dict(req.plan_hint),
+        )
         t2 = time.perf_counter()
-        info.update(setup_s=t0 - started, load_s=t1 - t0, predict_s=t2 - t1)
+        info.update(
+            setup_s=t0 - started, load_s=t1 - t0, predict_s=t2 - t1, tuning_s=report.tuning_s,
+            plan=report.plan.to_dict(), trials=[t.to_dict() for t in report.trials],
+        )
         send_json(result_fd, b"T", info)
         expected = (req.n_images, 15, 2)
         if tuple(predictions.shape) != expected:
@@ -275,6 +301,8 @@ def run(raw_request: dict[str, Any], *, zygote_pid: int, images_fd: int, model_f
         import numpy as np
 
         send(result_fd, b"R", np.ascontiguousarray(predictions, dtype="<f4").tobytes())
+        if req.n_preview:
+            _send_preview(result_fd, report, images[req.n_images :], req)
     except BaseException as exc:  # noqa: B036 - everything becomes a named failure
         kind, detail = classify(exc)
         try:

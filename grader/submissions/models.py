@@ -4,7 +4,17 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from grader.auth.models import User
@@ -80,6 +90,27 @@ class Result(Base):
     # Web picture (issue 5): the model's keypoints in pixels on public sample faces, computed
     # in the sandbox by the worker; [face][keypoint] -> [x, y]. NULL when there is none.
     preview_keypoints: Mapped[list[list[list[float]]] | None] = mapped_column(JSON, default=None)
+    # How the sandbox ran the model: {"variant", "batch_size", "threads"} (grading/plans.py).
+    plan: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     submission: Mapped[Submission] = relationship(back_populates="result")
+
+
+class ExecutionPlan(Base):
+    """The plan the tuner chose for one model file on one kind of worker, so that a rescore or
+    a resubmission of the same file starts from it instead of tuning again."""
+
+    __tablename__ = "execution_plans"
+    __table_args__ = (
+        UniqueConstraint("model_sha256", "device", "threads", "torch_version"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    device: Mapped[str] = mapped_column(String(32))
+    # The worker's thread budget when it was chosen (the plan may use fewer).
+    threads: Mapped[int] = mapped_column(Integer)
+    torch_version: Mapped[str] = mapped_column(String(64))
+    plan: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

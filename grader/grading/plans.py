@@ -1,0 +1,53 @@
+"""Execution plans: how a model's forward pass is run (variant, batch size, threads).
+
+Pure data, shared by both sides of the sandbox: the child reports the plan it chose, and the
+trusted parent stores it and hands it back as a hint when the same file is graded again. A
+plan that comes back from the child is untrusted, so `Plan.from_dict` validates every field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# What each variant is, in the order a newcomer should read them:
+#   plain          the loaded TorchScript module, as the course runs it
+#   frozen         torch.jit.freeze: parameters become constants, BatchNorm folds into convs
+#   optimized      frozen + torch.jit.optimize_for_inference (oneDNN/MKLDNN convolutions)
+#   fused          frozen + oneDNN Graph fusion (conv/linear + elementwise in one kernel)
+#   channels_last  frozen, with weights and input in NHWC memory order
+VARIANTS = ("plain", "frozen", "optimized", "fused", "channels_last")
+CPU_ONLY_VARIANTS = frozenset({"fused", "channels_last"})
+MAX_BATCH = 4096
+MAX_THREADS = 1024
+
+
+@dataclass(frozen=True, order=True)
+class Plan:
+    variant: str
+    batch_size: int
+    threads: int
+
+    def describe(self) -> str:
+        threads = "1 thread" if self.threads == 1 else f"{self.threads} threads"
+        return f"{self.variant}, batch {self.batch_size}, {threads}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"variant": self.variant, "batch_size": self.batch_size, "threads": self.threads}
+
+    @classmethod
+    def from_dict(cls, raw: object) -> Plan | None:
+        """A plan from untrusted JSON, or None when anything about it is off."""
+        if not isinstance(raw, dict):
+            return None
+        variant, batch, threads = raw.get("variant"), raw.get("batch_size"), raw.get("threads")
+        if variant not in VARIANTS:
+            return None
+        if type(batch) is not int or type(threads) is not int:
+            return None
+        if not (1 <= batch <= MAX_BATCH and 1 <= threads <= MAX_THREADS):
+            return None
+        return cls(str(variant), batch, threads)
+
+
+BASELINE = Plan("plain", 1, 1)
