@@ -39,7 +39,7 @@ PAGE_CSP = (
 # inline script. They show no user data; they keep frame-ancestors 'none' all the same.
 DOCS_CSP = (
     "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
     "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; "
     "font-src 'self' https://fonts.gstatic.com; connect-src 'self'; worker-src 'self' blob:; "
     "frame-ancestors 'none'; base-uri 'none'; object-src 'none'"

