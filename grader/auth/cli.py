@@ -38,6 +38,7 @@ def create_user(
         with _session_scope() as session:
             service.create_user(
                 session,
+                actor=None,
                 username=username,
                 role=Role(role),
                 password=password or generated,
@@ -57,13 +58,27 @@ def import_users(roster: Path) -> None:
     """Create users from a CSV (username[, student_id, display_name, password, role])."""
     try:
         with _session_scope() as session:
-            imported = service.import_roster(session, path=roster)
+            imported = service.import_roster(session, actor=None, path=roster)
     except DomainError as exc:
         raise click.ClickException(exc.detail) from None
     click.echo("username,password,status")
     for row in imported:
         status = "created" if row.created else "exists"
         click.echo(f"{row.username},{row.password or ''},{status}")
+
+
+@users.command("set-role")
+@click.argument("username")
+@click.argument("role", type=click.Choice([r.value for r in Role]))
+def set_role(username: str, role: str) -> None:
+    """Promote or demote USERNAME (the last admin stays an admin)."""
+    try:
+        with _session_scope() as session:
+            user = service.get_user(session, username=username)
+            service.set_role(session, actor=None, user=user, role=Role(role))
+    except DomainError as exc:
+        raise click.ClickException(exc.detail) from None
+    click.echo(f"{username} is now {role}")
 
 
 @users.command("list")
@@ -81,12 +96,29 @@ def tokens() -> None:
 @tokens.command("create")
 @click.argument("username")
 @click.option("--name", default="cli", show_default=True)
-def create_token(username: str, name: str) -> None:
+@click.option(
+    "--days",
+    type=click.IntRange(1, service.MAX_TOKEN_DAYS),
+    default=None,
+    help="Lifetime in days [default: GRADER_API_TOKEN_TTL_DAYS, 90].",
+)
+@click.option("--never-expires", is_flag=True, help="A token without an expiry date.")
+def create_token(username: str, name: str, days: int | None, never_expires: bool) -> None:
     """Print a new API token for USERNAME (shown once; stored hashed)."""
+    if days is not None and never_expires:
+        raise click.UsageError("--days and --never-expires exclude each other.")
     try:
         with _session_scope() as session:
             user = service.get_user(session, username=username)
-            issued = service.issue_token(session, user=user, name=name)
+            issued = service.create_api_token(
+                session,
+                actor=None,
+                owner=user,
+                name=name,
+                settings=get_settings(),
+                expires_in_days=days,
+                never_expires=never_expires,
+            )
     except DomainError as exc:
         raise click.ClickException(exc.detail) from None
     click.echo(issued.token)
@@ -97,8 +129,7 @@ def create_token(username: str, name: str) -> None:
 def revoke_token(token_id: int) -> None:
     try:
         with _session_scope() as session:
-            admin = service.get_user(session, username="admin")
-            service.revoke_token(session, actor=admin, token_id=token_id)
+            service.revoke_token(session, actor=None, token_id=token_id)
     except DomainError as exc:
         raise click.ClickException(exc.detail) from None
     click.echo(f"revoked token {token_id}")

@@ -1,13 +1,10 @@
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import APIRouter, Form, Request
 
-from grader.auth import service
-from grader.auth.models import Role
+from grader.auth import service, validation
 from grader.auth.schemas import (
     ApiTokenCreate,
     ApiTokenCreated,
@@ -17,69 +14,107 @@ from grader.auth.schemas import (
     UserCreated,
     UserOut,
 )
-from grader.deps import CurrentUser, InstructorUser, SessionDep, SettingsDep
-from grader.errors import Forbidden
+from grader.deps import CurrentUser, InstructorUser, SessionDep, SettingsDep, client_address
+from grader.errors import error_responses
 
 router = APIRouter(tags=["auth"])
 
 
-@router.post("/auth/token", response_model=TokenOut)
+@router.post("/auth/token", response_model=TokenOut, responses=error_responses(401, 429))
 def login(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    request: Request,
+    # The OAuth2 password form's two fields (grant_type, scope and the client fields the spec
+    # allows are accepted and ignored). Bounded here so a NUL byte or a megabyte of name is a
+    # 422 before anything touches the database.
+    username: Annotated[
+        str, Form(max_length=validation.USERNAME_MAX, pattern=validation.PRINTABLE_PATTERN)
+    ],
+    password: Annotated[
+        str, Form(max_length=validation.PASSWORD_MAX, json_schema_extra={"format": "password"})
+    ],
     session: SessionDep,
     settings: SettingsDep,
 ) -> TokenOut:
+    """Log in with a password (OAuth2 password flow); the token lasts
+    GRADER_ACCESS_TOKEN_TTL_HOURS. Failed attempts are throttled: 429 with Retry-After."""
     _, issued = service.log_in(
         session,
-        username=form.username,
-        password=form.password,
-        name="login",
-        ttl=timedelta(hours=settings.access_token_ttl_hours),
+        settings=settings,
+        username=username,
+        password=password,
+        client=client_address(request),
     )
     return TokenOut(access_token=issued.token, expires_at=issued.record.expires_at)
 
 
-@router.get("/auth/me", response_model=UserOut)
+@router.get("/auth/me", response_model=UserOut, responses=error_responses(401))
 def me(user: CurrentUser) -> UserOut:
     return UserOut.model_validate(user)
 
 
-@router.get("/tokens", response_model=list[ApiTokenOut])
+@router.get("/tokens", response_model=list[ApiTokenOut], responses=error_responses(401))
 def my_tokens(user: CurrentUser, session: SessionDep) -> list[ApiTokenOut]:
     return [ApiTokenOut.model_validate(t) for t in service.list_tokens(session, user=user)]
 
 
-@router.post("/tokens", response_model=ApiTokenCreated, status_code=201)
-def create_token(body: ApiTokenCreate, user: CurrentUser, session: SessionDep) -> ApiTokenCreated:
-    owner = user
-    if body.username and body.username != user.username:
-        if not user.is_instructor:
-            raise Forbidden("Only instructors can create tokens for other users.")
-        owner = service.get_user(session, username=body.username)
-    issued = service.issue_token(session, user=owner, name=body.name)
+@router.post(
+    "/tokens",
+    response_model=ApiTokenCreated,
+    status_code=201,
+    responses=error_responses(401, 403, 404, 422),
+)
+def create_token(
+    body: ApiTokenCreate, user: CurrentUser, session: SessionDep, settings: SettingsDep
+) -> ApiTokenCreated:
+    """A named API token for yourself or, for instructors, a student (admins: anyone).
+
+    It expires after `expires_in_days` (default GRADER_API_TOKEN_TTL_DAYS); `never_expires`
+    is for admins only.
+    """
+    owner = service.token_owner(session, actor=user, username=body.username)
+    issued = service.create_api_token(
+        session,
+        actor=user,
+        owner=owner,
+        name=body.name,
+        settings=settings,
+        expires_in_days=body.expires_in_days,
+        never_expires=body.never_expires,
+    )
     return ApiTokenCreated(
-        access_token=issued.token, id=issued.record.id, name=body.name, username=owner.username
+        access_token=issued.token,
+        expires_at=issued.record.expires_at,
+        id=issued.record.id,
+        name=issued.record.name,
+        username=owner.username,
     )
 
 
-@router.delete("/tokens/{token_id}", response_model=ApiTokenOut)
+@router.delete(
+    "/tokens/{token_id}", response_model=ApiTokenOut, responses=error_responses(401, 403, 404)
+)
 def revoke_token(token_id: int, user: CurrentUser, session: SessionDep) -> ApiTokenOut:
     record = service.revoke_token(session, actor=user, token_id=token_id)
     return ApiTokenOut.model_validate(record)
 
 
-@router.get("/users", response_model=list[UserOut])
+@router.get("/users", response_model=list[UserOut], responses=error_responses(401, 403))
 def list_users(_: InstructorUser, session: SessionDep) -> list[UserOut]:
     return [UserOut.model_validate(u) for u in service.list_users(session)]
 
 
-@router.post("/users", response_model=UserCreated, status_code=201)
+@router.post(
+    "/users",
+    response_model=UserCreated,
+    status_code=201,
+    responses=error_responses(401, 403, 409, 422),
+)
 def create_user(body: UserCreate, actor: InstructorUser, session: SessionDep) -> UserCreated:
-    if body.role is Role.ADMIN and actor.role != Role.ADMIN.value:
-        raise Forbidden("Only an admin can create admins.")
+    """Create an account: instructors create students, admins any role."""
     generated = None if body.password else service.generate_password()
     user = service.create_user(
         session,
+        actor=actor,
         username=body.username,
         role=body.role,
         password=body.password or generated,

@@ -10,6 +10,8 @@ from urllib.parse import quote
 from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from grader import __version__
@@ -92,15 +94,27 @@ class WebRoute(APIRoute):
                 return login_redirect(request)
             except DomainError as exc:
                 if wants_json:
-                    return JSONResponse(
+                    response: Response = JSONResponse(
                         {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
                     )
-                response = error_page(request, exc.status_code, exc.detail)
-                for key, value in (exc.headers or {}).items():
-                    response.headers[key] = value
+                else:
+                    response = error_page(request, exc.status_code, exc.detail)
+                    for key, value in (exc.headers or {}).items():
+                        response.headers[key] = value
+                # The error becomes a response here, so the session dependency sees a normal
+                # return and would commit: undo what the route wrote before it failed (a
+                # roster import refused on line 3 must not keep lines 1-2). The page above
+                # is already rendered, so nothing reads the expired objects afterwards.
+                await _roll_back(request)
                 return response
 
         return handler
+
+
+async def _roll_back(request: Request) -> None:
+    session: Session | None = getattr(request.state, "db_session", None)
+    if session is not None and session.in_transaction():
+        await run_in_threadpool(session.rollback)
 
 
 def optional_user(request: Request, session: SessionDep, settings: SettingsDep) -> User | None:
@@ -154,10 +168,12 @@ async def check_csrf_form(request: Request, settings: SettingsDep) -> None:
 
 
 def check_csrf_header(request: Request, settings: SettingsDep) -> None:
-    """For streamed uploads, whose body must not be parsed first: header or query string."""
-    presented = request.headers.get(web_session.CSRF_HEADER) or request.query_params.get(
-        web_session.CSRF_FIELD
-    )
+    """For streamed uploads, whose body must not be parsed first: the header only.
+
+    Never the query string: a token in a URL ends up in access logs, proxies and Referer
+    headers. The upload page's script sends the header.
+    """
+    presented = request.headers.get(web_session.CSRF_HEADER)
     if not web_session.csrf_ok(settings, web_session.load_session(request, settings), presented):
         raise CsrfRejected(CSRF_MESSAGE)
 

@@ -1,10 +1,14 @@
-"""Jinja filters: dates, time left, scores and sizes, formatted the same on every page."""
+"""Jinja filters: dates, time left, scores and sizes, formatted the same on every page; and
+the neutralising of invisible characters in everything a page prints."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+from typing import Any
 
 from jinja2 import Environment
+from markupsafe import Markup
 
 from grader.db import utcnow
 
@@ -54,7 +58,35 @@ def iso(value: datetime | None) -> str:
     return "" if value is None else value.astimezone(UTC).isoformat()
 
 
+# Characters that change how the text around them is laid out or are not text at all: the
+# bidirectional embeddings, overrides, isolates and marks (U+202E turns "gnp.pt" into "tp.png"
+# on screen), and C0/C1 controls other than tab and newline. Escaping for HTML keeps them,
+# so a filename or a name could show as something it is not.
+_INVISIBLE = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def visible(value: str) -> str:
+    """`value` with every layout-changing or control character written as <U+XXXX>."""
+    return _INVISIBLE.sub(lambda m: f"<U+{ord(m.group()):04X}>", value)
+
+
+def _finalize(value: Any) -> Any:
+    # Runs on every {{ expression }} before it is escaped. Markup is HTML the server built
+    # itself (charts, safe-marked fragments) and is left alone.
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return visible(value)
+    return value
+
+
 def register_filters(env: Environment) -> None:
     env.filters.update(
-        dt=format_dt, time_left=time_left, score=format_score, size=format_bytes, iso=iso
+        dt=format_dt,
+        time_left=time_left,
+        score=format_score,
+        size=format_bytes,
+        iso=iso,
+        visible=visible,
     )
+    # Everything a page prints goes through it, so no template can forget it: user names,
+    # display names, filenames, titles, error messages.
+    env.finalize = _finalize

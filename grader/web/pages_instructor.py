@@ -17,9 +17,9 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.responses import RedirectResponse, Response
 
 from grader.auth import service as auth_service
-from grader.auth.models import Role
+from grader.auth.models import Role, User
 from grader.deps import PublishDep, SessionDep, SettingsDep
-from grader.errors import Forbidden, Invalid
+from grader.errors import Invalid
 from grader.exercises import service as exercises
 from grader.exercises.models import LatePolicy, LeaderboardVisibility
 from grader.leaderboard.service import grades_csv, last_submitted, standings
@@ -234,10 +234,18 @@ def student_submissions(
 
 
 def _users_page(request: Request, session: SessionDep, **extra: Any) -> Response:
+    actor = request.state.web_user
     return render(
         request,
         "instructor/users.html",
-        {"users": auth_service.list_users(session), "created": None, "imported": None, **extra},
+        {
+            "users": auth_service.list_users(session),
+            "created": None,
+            "imported": None,
+            # The roles this instructor may create (the service decides again on submit).
+            "roles": [r.value for r in Role if auth_service.may_manage(actor, target_role=r)],
+            **extra,
+        },
     )
 
 
@@ -249,15 +257,15 @@ def users_page(request: Request, _: PageInstructor, session: SessionDep) -> Resp
 @router.post("/users", dependencies=[CsrfForm])
 async def create_user(request: Request, actor: PageInstructor, session: SessionDep) -> Response:
     form = await request.form()
-    role = Role(_text(form, "role") or Role.STUDENT.value)
-    if role is Role.ADMIN and actor.role != Role.ADMIN.value:
-        raise Forbidden("Only an admin can create admins.")
+    try:
+        role = Role(_text(form, "role") or Role.STUDENT.value)
+    except ValueError:
+        raise Invalid(f"Unknown role {_text(form, 'role')!r}.") from None
     password = _text(form, "password")
-    if password and len(password) < 8:
-        raise Invalid("A password has at least 8 characters (or leave it empty to generate one).")
     generated = None if password else auth_service.generate_password()
     user = auth_service.create_user(
         session,
+        actor=actor,
         username=_text(form, "username"),
         role=role,
         password=password or generated,
@@ -269,7 +277,7 @@ async def create_user(request: Request, actor: PageInstructor, session: SessionD
 
 
 @router.post("/users/import", dependencies=[CsrfForm])
-async def import_roster(request: Request, _: PageInstructor, session: SessionDep) -> Response:
+async def import_roster(request: Request, actor: PageInstructor, session: SessionDep) -> Response:
     form = await request.form()
     upload = form.get("file")
     if not isinstance(upload, UploadFile) or not upload.filename:
@@ -278,32 +286,56 @@ async def import_roster(request: Request, _: PageInstructor, session: SessionDep
         path = Path(tmp) / "roster.csv"
         with path.open("wb") as out:
             await run_in_threadpool(shutil.copyfileobj, upload.file, out)
-        imported = await run_in_threadpool(auth_service.import_roster, session, path=path)
+        imported = await run_in_threadpool(
+            auth_service.import_roster, session, actor=actor, path=path
+        )
     return _users_page(request, session, imported=imported)
 
 
-@router.get("/users/{username}")
-def user_page(request: Request, username: str, _: PageInstructor, session: SessionDep) -> Response:
-    user = auth_service.get_user(session, username=username)
-    tokens = auth_service.list_tokens(session, user=user)
+def _user_page(
+    request: Request, session: SessionDep, *, actor: User, person: User, issued: str | None
+) -> Response:
     return render(
-        request, "instructor/user.html", {"person": user, "tokens": tokens, "issued": None}
+        request,
+        "instructor/user.html",
+        {
+            "person": person,
+            "tokens": auth_service.list_tokens(session, user=person),
+            "issued": issued,
+            "may_manage": auth_service.may_manage_tokens_of(actor, person),
+            "default_days": request.app.state.settings.api_token_ttl_days,
+        },
     )
+
+
+@router.get("/users/{username}")
+def user_page(
+    request: Request, username: str, actor: PageInstructor, session: SessionDep
+) -> Response:
+    person = auth_service.get_user(session, username=username)
+    return _user_page(request, session, actor=actor, person=person, issued=None)
 
 
 @router.post("/users/{username}/tokens", dependencies=[CsrfForm])
 async def issue_token(
-    request: Request, username: str, _: PageInstructor, session: SessionDep
+    request: Request,
+    username: str,
+    actor: PageInstructor,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> Response:
     form = await request.form()
-    user = auth_service.get_user(session, username=username)
-    issued = auth_service.issue_token(session, user=user, name=_text(form, "name")[:100])
-    tokens = auth_service.list_tokens(session, user=user)
-    return render(
-        request,
-        "instructor/user.html",
-        {"person": user, "tokens": tokens, "issued": issued.token},
+    person = auth_service.get_user(session, username=username)
+    issued = auth_service.create_api_token(
+        session,
+        actor=actor,
+        owner=person,
+        name=_text(form, "name"),
+        settings=settings,
+        expires_in_days=_optional_number(form, "expires_in_days", int),
+        never_expires=form.get("never_expires") is not None,
     )
+    return _user_page(request, session, actor=actor, person=person, issued=issued.token)
 
 
 @router.post("/tokens/{token_id}/revoke", dependencies=[CsrfForm])

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from grader.auth import service as auth_service
-from grader.deps import PublishDep, SessionDep, SettingsDep
-from grader.errors import DomainError, NotAuthenticated, NotFound
+from grader.deps import PublishDep, SessionDep, SettingsDep, client_address
+from grader.errors import DomainError, Invalid, NotAuthenticated, NotFound, RateLimited
 from grader.exercises.router import exercise_out
 from grader.exercises.service import get_exercise, list_exercises
 from grader.leaderboard.service import leaderboard
@@ -95,18 +94,22 @@ def login(
     try:
         user, issued = auth_service.log_in(
             session,
-            username=username.strip(),
+            settings=settings,
+            username=username,
             password=password,
-            name="web session",
-            ttl=timedelta(hours=settings.access_token_ttl_hours),
+            client=client_address(request),
+            name=auth_service.WEB_SESSION_TOKEN_NAME,
         )
-    except NotAuthenticated as exc:
-        return render(
+    except (NotAuthenticated, Invalid, RateLimited) as exc:
+        # The form again, with the reason (and Retry-After when throttled).
+        page = render(
             request,
             "login.html",
             {"next": safe_next(next), "error": exc.detail, "username": username},
-            status_code=401,
+            status_code=exc.status_code,
         )
+        page.headers.update(exc.headers or {})
+        return page
     web_session.start_session(request, issued.token)
     target = safe_next(next)
     if target == "/exercises" and user.is_instructor:

@@ -74,9 +74,20 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+# What Chromium reports as blocked by the pages' Content-Security-Policy: an inline script or
+# style, or a resource from elsewhere, that a page still relies on.
+CSP_VIOLATIONS: list[str] = []
+
+
+def _watch_csp(message: Any) -> None:
+    if "Content Security Policy" in message.text:
+        CSP_VIOLATIONS.append(message.text)
+
+
 def log_in(browser: Any, server: LiveServer, username: str, password: str, **ctx: Any) -> Any:
     context = browser.new_context(base_url=server.url, accept_downloads=True, **ctx)
     page = context.new_page()
+    page.on("console", _watch_csp)
     page.goto("/login")
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(password)
@@ -216,3 +227,15 @@ def test_instructor_sees_both_and_downloads_the_csv(
     assert graded["username"] in page.inner_text("#users")
     shot(page, "10-instructor-users")
     page.context.close()
+
+
+def test_no_page_needed_anything_the_content_security_policy_blocks(
+    graded: dict[str, Any], chromium: Any, live_server: LiveServer
+) -> None:
+    page = log_in(chromium, live_server, graded["username"], graded["password"])
+    page.goto(f"/exercises/{DEMO}")
+    page.goto("/submissions/999999")  # the error page: its "Go back" is script, not inline
+    page.get_by_role("button", name="Go back").click()
+    page.wait_for_url(re.compile(rf"/exercises/{DEMO}$"))
+    page.context.close()
+    assert CSP_VIOLATIONS == []

@@ -11,7 +11,7 @@ from grader.auth import service as auth_service
 from grader.config import Settings
 from grader.db import session_scope
 from grader.exercises import service as exercises
-from tests.web.conftest import browser, csrf_from, log_in
+from tests.web.conftest import browser, csrf_from, log_in, make_user
 
 
 def token_of(client: TestClient, path: str) -> str:
@@ -89,14 +89,17 @@ def test_roster_import(instructor: TestClient, web_settings: Settings) -> None:
         assert auth_service.get_user(session, username="roster-b").student_id == "R-2"
 
 
-def test_issue_and_revoke_an_api_token(instructor: TestClient, web_app: TestClient) -> None:
-    csrf = token_of(instructor, "/instructor/users/admin")
+def test_issue_and_revoke_an_api_token(
+    instructor: TestClient, web_app: TestClient, web_settings: Settings
+) -> None:
+    student = make_user(web_settings)
+    csrf = token_of(instructor, f"/instructor/users/{student}")
     form = {"csrf_token": csrf, "name": "ci"}
-    page = instructor.post("/instructor/users/admin/tokens", data=form)
+    page = instructor.post(f"/instructor/users/{student}/tokens", data=form)
     token = re.search(r'id="new-token">([^<]+)<', page.text)
     assert token
     api = TestClient(web_app.app, headers={"Authorization": f"Bearer {token.group(1)}"})
-    assert api.get("/api/v1/auth/me").json()["username"] == "admin"
+    assert api.get("/api/v1/auth/me").json()["username"] == student
     token_id = re.search(r'action="/instructor/tokens/(\d+)/revoke"', page.text)
     assert token_id
     revoked = instructor.post(

@@ -55,7 +55,7 @@ function setupUpload() {
     const data = new FormData();
     data.append("file", input.files[0]);
     const xhr = new XMLHttpRequest();
-    xhr.open("POST", form.getAttribute("action").split("?")[0]);
+    xhr.open("POST", form.getAttribute("action"));
     xhr.setRequestHeader("X-CSRF-Token", form.dataset.csrf);
     xhr.setRequestHeader("Accept", "application/json");
     bar.hidden = false; bar.value = 0; button.disabled = true;
@@ -152,8 +152,18 @@ function setupConfirm() {
   });
 }
 
+function setupBackButtons() {
+  // Shown only when there is a page to go back to (and scripts run: no inline handlers).
+  document.querySelectorAll("[data-go-back]").forEach((button) => {
+    if (window.history.length < 2) return;
+    button.hidden = false;
+    button.addEventListener("click", () => window.history.back());
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   setupUpload();
+  setupBackButtons();
   setupLiveStatus();
   setupTables();
   setupConfirm();
