@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,11 +24,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
-from grader.config import Settings, get_settings
-from grader.grading.engine import grade_model_file
-from grader.grading.testsets import TestSet, demo_test_set_path, load_test_set
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from grader.config import Settings, get_settings  # noqa: E402
+from grader.grading.engine import grade_model_file  # noqa: E402
+from grader.grading.testsets import TestSet, demo_test_set_path, load_test_set  # noqa: E402
+from tests.support.course import CourseDataset, course_loop, evaluate_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "examples" / "facial_keypoints" / "reference_model.pt"
@@ -53,31 +55,6 @@ class TypicalCourseCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x))
-
-
-class CourseDataset(Dataset):
-    def __init__(self, test_set: TestSet) -> None:
-        self.test_set = test_set
-
-    def __len__(self) -> int:
-        return len(self.test_set)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        image = torch.tensor(self.test_set.images[i] / 255, dtype=torch.float32).unsqueeze(0)
-        keypoints = torch.tensor(self.test_set.keypoints[i], dtype=torch.float32)
-        return {"image": image, "keypoints": keypoints}
-
-
-def evaluate_model(model, dataset):  # the course's code, verbatim
-    model.eval()
-    criterion = torch.nn.MSELoss()
-    dataloader = DataLoader(dataset, batch_size=1, shuffle=False)
-    loss = 0
-    for batch in dataloader:
-        image, keypoints = batch["image"], batch["keypoints"]
-        predicted_keypoints = model(image).view(-1, 15, 2)
-        loss += criterion(torch.squeeze(keypoints), torch.squeeze(predicted_keypoints)).item()
-    return 1.0 / (2 * (loss / len(dataloader)))
 
 
 def typical_cnn(path: Path) -> Path:
@@ -179,31 +156,6 @@ def bench_model(
     ]:
         diff = abs(s - s_course)
         print(f"  {label:<10}{t:>9.3f}{t_course / t:>9.2f}x{diff:>15.2e}{diff / s_course:>11.1e}")
-
-
-def course_loop(path: Path, test_set: TestSet, device: str) -> Callable[[], float]:
-    """The course's evaluation of the model at `path`, as a timed callable returning its score.
-    On the CPU, as the course runs it: its evaluate_model verbatim (no torch.no_grad())."""
-    if device == "cpu":
-        return lambda: evaluate_model(torch.jit.load(str(path)), CourseDataset(test_set))
-    return _course_on_device(path, test_set, device)
-
-
-def _course_on_device(path: Path, test_set: TestSet, device: str) -> Callable[[], float]:
-    # The course's loop with the image moved to the device: the only change a GPU needs.
-    def run() -> float:
-        model = torch.jit.load(str(path), map_location=device).eval()
-        criterion = torch.nn.MSELoss()
-        loss = 0.0
-        with torch.no_grad():
-            for batch in DataLoader(CourseDataset(test_set), batch_size=1, shuffle=False):
-                image = batch["image"].to(device)
-                keypoints = batch["keypoints"].to(device)
-                pred = model(image).view(-1, 15, 2)
-                loss += criterion(torch.squeeze(keypoints), torch.squeeze(pred)).item()
-        return 1.0 / (2 * (loss / len(test_set)))
-
-    return run
 
 
 if __name__ == "__main__":

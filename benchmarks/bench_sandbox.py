@@ -21,12 +21,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_grading import CourseDataset, evaluate_model, typical_cnn  # noqa: E402
+from bench_grading import typical_cnn  # noqa: E402
 
 from grader.config import get_settings  # noqa: E402
 from grader.grading import sandbox  # noqa: E402
 from grader.grading.predict import images_to_tensor, load_model, predict  # noqa: E402
 from grader.grading.testsets import demo_test_set_path, load_test_set  # noqa: E402
+from tests.support.course import CourseDataset, evaluate_model  # noqa: E402
 
 
 class Tiny(torch.nn.Module):

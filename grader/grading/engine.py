@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +96,8 @@ def _predict(
         )
         timings["sandbox"] = time.perf_counter() - start
         timings.update(run.timings)
-        return run
+        crashed = [{**plan.to_dict(), "verdict": "crashed"} for plan in run.crashed]
+        return replace(run, trials=[*crashed, *run.trials])
 
     # Benchmarks and tests only: the model runs in this process.
     from grader.grading.predict import load_model, predict_preview, predict_with_plan

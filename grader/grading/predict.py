@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,13 @@ import torch
 
 from grader.grading.failures import FailureKind, GradingFailure
 from grader.grading.plans import Plan
-from grader.grading.tuner import REFERENCE_IMAGES, Prepared, Tuner, TuningReport
+from grader.grading.tuner import (
+    REFERENCE_IMAGES,
+    TUNING_SHARE,
+    Prepared,
+    Tuner,
+    TuningReport,
+)
 
 N_VALUES = 30
 _MAX_ERROR_TEXT = 800
@@ -183,8 +189,14 @@ def predict_with_plan(
     max_batch: int,
     threads: int | None = None,
     hint: Plan | None = None,
+    tuning_share: float = TUNING_SHARE,
+    avoid: Sequence[Plan] = (),
+    announce: Callable[[Plan], None] | None = None,
 ) -> tuple[np.ndarray, TuningReport]:
-    """Predictions float32 (N, 15, 2) for uint8 images (N, 96, 96), with the plan used."""
+    """Predictions float32 (N, 15, 2) for uint8 images (N, 96, 96), with the plan used.
+    `tuning_share` bounds the tuning time as a share of the predict time ahead (tests raise
+    it to try every candidate); plans like one in `avoid` are not tried; `announce` is called
+    with each plan before it first runs."""
     threads = threads or torch.get_num_threads()
     x = images_to_tensor(images).to(device)
     n = x.shape[0]
@@ -197,7 +209,8 @@ def predict_with_plan(
         tuner = Tuner(
             model, x, reference=reference, reference_s=reference_s, run_batch=_run,
             batch1=lambda xs, first: _batch1(model, xs, first=first), threads=threads,
-            max_batch=max_batch, device=device,
+            max_batch=max_batch, device=device, share=tuning_share, avoid=avoid,
+            announce=announce,
         )
         started = time.perf_counter()
         best = tuner.tune(hint)
@@ -205,6 +218,8 @@ def predict_with_plan(
         report.plan, report.trials = best.plan, tuner.trials
         head = tuner.reference
         report.reference_images = head.shape[0]
+        if announce is not None and best.plan.variant != "plain":
+            announce(best.plan)
         outs, done = _run_plan(best, x[head.shape[0] :])
         start = head.shape[0] + done
         if start < n:  # a batch failed: the course's way for the rest names any real error

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,8 @@ class SandboxRun:
     trials: list[dict[str, Any]] = field(default_factory=list)
     preview: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # Plans that crashed the child while it tried them; the run was repeated without them.
+    crashed: tuple[Plan, ...] = ()
 
 
 class _ZygoteGone(Exception):
@@ -158,16 +160,35 @@ class Sandbox:
         images = _checked_images(images)
         preview = None if preview_images is None else _checked_images(preview_images)
         job = _Job(images, preview, device, batch_size, limits, plan_hint)
+        started = time.monotonic()
         with self._lock:
+            for _ in range(_CRASH_RETRIES):
+                try:
+                    return replace(self._run_restarting(model_path, job), crashed=job.avoid)
+                except _TrialCrashed as crash:
+                    # Again without that plan, within what is left of the same time limit.
+                    left = limits.time_limit_s - (time.monotonic() - started)
+                    if left < 1.0:
+                        break
+                    job = replace(
+                        job, avoid=(*job.avoid, crash.plan),
+                        limits=replace(limits, time_limit_s=left),
+                        plan_hint=None if job.plan_hint == crash.plan else job.plan_hint,
+                    )
+            raise GradingFailure(
+                FailureKind.CRASHED, "the model process crashed on every way of running it"
+            )
+
+    def _run_restarting(self, model_path: Path, job: _Job) -> SandboxRun:
+        try:
+            return self._run_once(model_path, job)
+        except _ZygoteGone:
+            self._stop_zygote()
             try:
                 return self._run_once(model_path, job)
-            except _ZygoteGone:
+            except _ZygoteGone as exc:
                 self._stop_zygote()
-                try:
-                    return self._run_once(model_path, job)
-                except _ZygoteGone as exc:
-                    self._stop_zygote()
-                    raise GradingFailure(FailureKind.INFRA_ERROR, f"sandbox: {exc}") from None
+                raise GradingFailure(FailureKind.INFRA_ERROR, f"sandbox: {exc}") from None
 
     def predict(
         self, model_path: Path, images: np.ndarray, *, device: str, batch_size: int,
@@ -214,6 +235,7 @@ class Sandbox:
             "memory_limit_bytes": limits.memory_limit_bytes,
             "time_limit_s": limits.time_limit_s, "probe": probe,
             "plan_hint": job.plan_hint.to_dict() if job.plan_hint else None,
+            "avoid": [plan.to_dict() for plan in job.avoid],
         }
         t0 = time.perf_counter()
         try:
@@ -267,9 +289,12 @@ class _Job:
     batch_size: int
     limits: SandboxLimits
     plan_hint: Plan | None = None
+    avoid: tuple[Plan, ...] = ()
 
 
-_TRIAL_VERDICTS = frozenset({"chosen", "slower", "disagrees", "failed", "skipped"})
+_MAX_TRIAL_FRAME = 256
+_CRASH_RETRIES = 3
+_TRIAL_VERDICTS = frozenset({"chosen", "reused", "slower", "disagrees", "failed", "skipped"})
 _MAX_TRIALS = 24
 
 
@@ -329,6 +354,11 @@ def _outcome(
         raise GradingFailure(FailureKind.BAD_OUTPUT, "the model process sent too much data")
     if b"E" in frames:
         raise _child_failure(frames[b"E"])
+    died = (os.WIFSIGNALED(status) and os.WTERMSIG(status) != signal.SIGKILL) or (
+        os.WIFEXITED(status) and os.WEXITSTATUS(status) != 0
+    )
+    if died and raw is None and (trial := _announced_trial(frames)) is not None:
+        raise _TrialCrashed(trial)
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         if sig == signal.SIGKILL:
@@ -346,6 +376,21 @@ def _outcome(
     raise GradingFailure(
         FailureKind.BAD_OUTPUT, f"{len(raw)} bytes of predictions, expected {n * 120}"
     )
+
+
+class _TrialCrashed(Exception):
+    """The child died while trying a faster plan (oneDNN Graph fusion segfaults on some
+    graphs): not the model's fault, so the run is repeated without that plan."""
+
+    def __init__(self, plan: Plan) -> None:
+        super().__init__(plan.describe())
+        self.plan = plan
+
+
+def _announced_trial(frames: dict[bytes, bytes]) -> Plan | None:
+    plan = Plan.from_dict((_json_frame(frames.get(b"C", b"")) or {}).get("plan"))
+    # The course's own way (plain, batch 1) is never retried: a crash there is the model's.
+    return None if plan is None or (plan.variant == "plain" and plan.batch_size == 1) else plan
 
 
 def _child_failure(raw: bytes) -> GradingFailure:
@@ -370,7 +415,7 @@ def _json_frame(raw: bytes) -> dict[str, Any] | None:
 
 def _read_frames(fd: int, deadline: float, n: int) -> tuple[dict[bytes, bytes], bool]:
     """Read the child's framed messages until EOF, never more than it may legitimately send."""
-    cap = n * 120 + 4 * (_MAX_JSON + _FRAME_HEADER)
+    cap = n * 120 + 4 * (_MAX_JSON + _FRAME_HEADER) + _MAX_TRIALS * (_MAX_TRIAL_FRAME + 9)
     buf = bytearray()
     while len(buf) <= cap:
         remaining = deadline - time.monotonic()
@@ -390,9 +435,11 @@ def _read_frames(fd: int, deadline: float, n: int) -> tuple[dict[bytes, bytes], 
         tag = bytes(buf[pos : pos + 1])
         length = int.from_bytes(buf[pos + 1 : pos + _FRAME_HEADER], "little")
         body = bytes(buf[pos + _FRAME_HEADER : pos + _FRAME_HEADER + length])
-        if len(body) != length or tag in frames:
+        if len(body) != length or (tag in frames and tag != b"C"):
             break  # truncated or repeated: ignore the rest
-        frames[tag] = body
+        if tag == b"C" and length > _MAX_TRIAL_FRAME:
+            break
+        frames[tag] = body  # `C` announces each trial: the last one is what ran last
         pos += _FRAME_HEADER + length
     return frames, overflow
 

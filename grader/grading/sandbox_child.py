@@ -54,6 +54,7 @@ class ChildRequest:
     probe: bool = False
     n_preview: int = 0
     plan_hint: dict[str, Any] | None = None
+    avoid: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def from_json(cls, raw: dict[str, Any], *, zygote_pid: int) -> ChildRequest:
@@ -67,6 +68,7 @@ class ChildRequest:
             probe=bool(raw.get("probe", False)),
             n_preview=int(raw.get("n_preview") or 0),
             plan_hint=raw.get("plan_hint") if isinstance(raw.get("plan_hint"), dict) else None,
+            avoid=tuple(a for a in raw.get("avoid") or () if isinstance(a, dict)),
         )
 
 
@@ -286,6 +288,10 @@ def run(raw_request: dict[str, Any], *, zygote_pid: int, images_fd: int, model_f
         predictions, report = predict_with_plan(
             model, images[: req.n_images], device=req.device, max_batch=req.batch_size,
             threads=req.threads, hint=Plan.from_dict(req.plan_hint),
+            avoid=[p for a in req.avoid if (p := Plan.from_dict(a)) is not None],
+            # Each trial is announced first: if one kills the process, the parent runs the
+            # model again without it (see sandbox._TrialCrashed).
+            announce=lambda plan: send_json(result_fd, b"C", {"plan": plan.to_dict()}),
         )
         t2 = time.perf_counter()
         info.update(

@@ -14,7 +14,6 @@ import os
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +25,9 @@ from grader.config import Settings
 from grader.db import session_scope, utcnow
 from grader.exercises.models import Exercise
 from grader.grading.failures import STUDENT_MESSAGES, FailureKind
+from grader.submissions import plans
 from grader.submissions.models import TERMINAL, Result, Status, Submission
+from grader.submissions.preview import preview_pixels, public_faces
 from grader.submissions.upload import model_storage_path
 
 if TYPE_CHECKING:
@@ -136,12 +137,6 @@ def claim(settings: Settings, submission_id: int, *, me: str) -> Claim | None:
         )
 
 
-def _torch_version() -> str | None:
-    try:
-        return metadata.version("torch")
-    except metadata.PackageNotFoundError:
-        return None
-
 
 def grade_submission(settings: Settings, submission_id: int) -> str:
     """Grade one submission; returns what happened (for logs). Raises InfrastructureError
@@ -156,6 +151,8 @@ def grade_submission(settings: Settings, submission_id: int) -> str:
     if not job.model_path.is_file():
         raise InfrastructureError(f"stored model {job.model_path} is missing")
     test_set = load_test_set(job.testset_path, cache_dir=settings.cache_dir)
+    # One sandboxed run grades the test set and then draws the public preview faces with the
+    # same loaded model and plan, all under the exercise's one time limit.
     outcome = grade_model_file(
         job.model_path,
         test_set,
@@ -163,6 +160,8 @@ def grade_submission(settings: Settings, submission_id: int) -> str:
         max_model_bytes=job.max_model_bytes,
         settings=settings,
         time_limit_s=job.time_limit_s,
+        plan_hint=plans.known_plan(settings, model_sha256=job.model_sha256),
+        preview_images=public_faces() if settings.sandbox_enabled else None,
     )
     if outcome.failure_kind == FailureKind.INFRA_ERROR:
         raise InfrastructureError(outcome.failure_message or "the engine reported INFRA_ERROR")
@@ -170,12 +169,7 @@ def grade_submission(settings: Settings, submission_id: int) -> str:
         status, reason = outcome.status, None
     else:
         status, reason = Status.ERROR.value, outcome.status
-    # Web picture (issue 5): only for a model that produced valid output; never affects grading.
-    preview = None
-    if reason is None:
-        from grader.submissions.preview import predict_preview
-
-        preview = predict_preview(settings, job.model_path, time_limit_s=job.time_limit_s)
+    preview = preview_pixels(outcome.preview) if reason is None else None
     return _finish(
         settings, job, outcome=outcome, status=status, reason=reason, me=me, preview=preview
     )
@@ -226,11 +220,19 @@ def _finish(
                     testset_sha256=job.testset_sha256,
                     testset_version=job.testset_version,
                     evaluator_version=grader.EVALUATOR_VERSION,
-                    torch_version=_torch_version(),
+                    torch_version=plans.torch_version(),
                     device=settings.device,
                     preview_keypoints=preview,
+                    plan=(
+                        {**outcome.plan.to_dict(), "trials": outcome.trials}
+                        if outcome.plan else None
+                    ),
                 )
             )
+            if outcome.plan is not None:
+                plans.remember_plan(
+                    session, settings, model_sha256=job.model_sha256, plan=outcome.plan
+                )
             session.flush()
     except IntegrityError:
         logger.info("submission %s already has a result", job.submission_id)

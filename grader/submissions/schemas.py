@@ -23,6 +23,8 @@ class ResultOut(BaseModel):
     evaluator_version: str
     torch_version: str | None
     device: str | None
+    # How the sandbox ran the model: variant, batch_size, threads (see docs/architecture.md).
+    plan: dict[str, Any] | None = None
     created_at: datetime
 
 

@@ -7,46 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from grader.config import Settings
 from grader.grading.engine import grade_model_file
 from grader.grading.predict import load_model, predict
 from grader.grading.testsets import TestSet
+from tests.support.course import course_score
 
 from .archs import ARCHITECTURES, build, export
-
-
-class CourseDataset(Dataset):
-    """The course's dataset items: image float32 (1, 96, 96) in [0, 1], keypoints (15, 2)."""
-
-    def __init__(self, test_set: TestSet) -> None:
-        self.images = test_set.images
-        self.keypoints = test_set.keypoints
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        image = torch.tensor(self.images[i] / 255, dtype=torch.float32).unsqueeze(0)
-        return {"image": image, "keypoints": torch.tensor(self.keypoints[i], dtype=torch.float32)}
-
-
-def evaluate_model(model, dataset):  # the course's code, verbatim
-    model.eval()
-    criterion = torch.nn.MSELoss()
-    dataloader = DataLoader(dataset, batch_size=1, shuffle=False)
-    loss = 0
-    for batch in dataloader:
-        image, keypoints = batch["image"], batch["keypoints"]
-        predicted_keypoints = model(image).view(-1, 15, 2)
-        loss += criterion(torch.squeeze(keypoints), torch.squeeze(predicted_keypoints)).item()
-    return 1.0 / (2 * (loss / len(dataloader)))
-
-
-def course_score(model_path: Path, test_set: TestSet) -> float:
-    with torch.no_grad():
-        return evaluate_model(torch.jit.load(str(model_path)), CourseDataset(test_set))
 
 
 @pytest.mark.parametrize("sandbox_enabled", [False, True], ids=["in_process", "sandbox"])

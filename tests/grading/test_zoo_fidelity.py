@@ -1,0 +1,123 @@
+"""Every execution plan, on every architecture of the zoo, gives the course's predictions and
+score (1e-5); the tuner keeps batch-mixing and batch-1-only models at batch 1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from grader.grading.metrics import score_predictions
+from grader.grading.plans import VARIANTS, Plan
+from grader.grading.predict import load_model, predict_with_plan
+from grader.grading.testsets import TestSet
+from tests.support.course import course_predictions, course_score
+from tests.support.zoo import ZOO, export
+
+BATCH_ONE_ONLY = {"batch1_only"}
+THREADS = 2
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_every_plan_gives_the_course_score(
+    name: str, small_test_set: TestSet, tmp_path: Path
+) -> None:
+    path = export(name, tmp_path / f"{name}.pt")
+    expected = course_predictions(path, small_test_set).numpy()
+    expected_score = course_score(path, small_test_set)
+    batch = 1 if name in BATCH_ONE_ONLY else 8
+    for variant in VARIANTS:
+        hint = Plan(variant, batch, THREADS)
+        predictions, report = predict_with_plan(
+            load_model(path, device="cpu"), small_test_set.images, device="cpu",
+            max_batch=32, threads=THREADS, hint=hint,
+        )
+        first = report.trials[0]
+        if variant == "channels_last" and first.verdict == "failed":
+            # x.view(...) after a convolution cannot take NHWC tensors: refused, not wrong.
+            assert report.plan != hint
+        else:
+            assert report.plan == hint, (variant, [t.to_dict() for t in report.trials])
+        np.testing.assert_allclose(predictions, expected, rtol=1e-5, atol=1e-5)
+        score = score_predictions(predictions, small_test_set.keypoints, threshold=100).score
+        assert abs(score - expected_score) <= 1e-5 * expected_score, (variant, score)
+
+
+@pytest.mark.parametrize("name", ["batch1_only", "relu_cnn"])
+def test_exhaustive_tuning_picks_a_verified_plan(
+    name: str, small_test_set: TestSet, tmp_path: Path
+) -> None:
+    path = export(name, tmp_path / f"{name}.pt")
+    expected = course_predictions(path, small_test_set).numpy()
+    predictions, report = predict_with_plan(
+        load_model(path, device="cpu"), small_test_set.images, device="cpu", max_batch=32,
+        threads=THREADS, tuning_share=1e9,
+    )
+    np.testing.assert_allclose(predictions, expected, rtol=1e-5, atol=1e-5)
+    tried = {(t.plan.variant, t.plan.batch_size): t.verdict for t in report.trials}
+    assert "skipped" not in tried.values()
+    chosen = [t.plan for t in report.trials if t.verdict == "chosen"]
+    assert chosen == [report.plan] or (not chosen and report.plan == Plan("plain", 1, THREADS))
+    if name == "batch1_only":
+        assert tried[("plain", 8)] == "failed" and report.plan.batch_size == 1
+        assert not any(t.plan.batch_size > 1 and t.verdict != "failed" for t in report.trials)
+    else:
+        variants = {variant for variant, _ in tried}
+        assert {"optimized", "fused", "frozen", "channels_last", "plain"} <= variants
+
+
+def test_a_plan_that_crashes_the_process_is_dropped(
+    small_test_set: TestSet, tmp_path: Path
+) -> None:
+    """oneDNN Graph fusion segfaults on this model (`+ 0.5 * x.mean()`); the course's loop runs
+    it fine. Through the sandbox the crash costs a retry without that plan, never a CRASHED
+    grade, and batching stays off because the model mixes the images of a batch."""
+    from grader.grading.sandbox import SandboxLimits, run_in_sandbox
+
+    from .archs import build
+    from .archs import export as export_arch
+
+    path = export_arch(build("batch_mixing"), tmp_path / "mixing.pt")
+    run = run_in_sandbox(
+        path, small_test_set.images, device="cpu", batch_size=32,
+        limits=SandboxLimits(time_limit_s=60, threads=THREADS),
+        plan_hint=Plan("fused", 8, THREADS),
+    )
+    assert run.crashed and run.crashed[0] == Plan("fused", 8, THREADS)
+    assert run.plan is not None and run.plan.batch_size == 1 and run.plan.variant != "fused"
+    expected = course_predictions(path, small_test_set).numpy()
+    np.testing.assert_allclose(run.predictions, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_plan_that_fails_late_finishes_at_batch_1(
+    small_test_set: TestSet, tmp_path: Path
+) -> None:
+    """A model whose batched path breaks on some later batch: the rest is predicted the
+    course's way and nothing is lost."""
+
+    class BreaksOnBrightBatches(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(9216, 30)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.shape[0] > 1 and bool(x.mean() > 0.55):
+                raise RuntimeError("batched bright faces are not supported")
+            return self.fc(x.flatten(1)) * 0.01
+
+    path = tmp_path / "late.pt"
+    torch.jit.script(BreaksOnBrightBatches().eval()).save(str(path))
+    images = small_test_set.images.copy()
+    images[40:] = np.clip(images[40:].astype(np.int32) + 120, 0, 255).astype(np.uint8)
+    predictions, report = predict_with_plan(
+        load_model(path, device="cpu"), images, device="cpu", max_batch=8, threads=1,
+        hint=Plan("plain", 8, 1),
+    )
+    assert report.plan == Plan("plain", 8, 1)
+    model = load_model(path, device="cpu")
+    x = torch.from_numpy(images).float().div(255).unsqueeze(1)
+    with torch.no_grad():
+        expected = torch.cat([model(x[i : i + 1]).view(-1, 15, 2) for i in range(len(x))])
+    np.testing.assert_allclose(predictions, expected.numpy(), rtol=1e-5, atol=1e-5)

@@ -1,0 +1,62 @@
+"""The plan the sandbox chose is recorded with the result, remembered per model file, and
+reused when the same file is graded again (a rescore), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from grader.config import Settings
+from grader.db import session_scope
+from grader.grading.plans import Plan
+from grader.submissions import grading
+from grader.submissions.models import ExecutionPlan
+from tests.service.conftest import Api
+from tests.support.zoo import export
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export("kernel15x15", tmp_path_factory.mktemp("zoo") / "kernel15x15.pt")
+
+
+def _remembered(settings: Settings, sha256: str) -> list[dict[str, Any]]:
+    with session_scope(settings.sqlalchemy_url) as session:
+        return list(
+            session.scalars(select(ExecutionPlan.plan).where(ExecutionPlan.model_sha256 == sha256))
+        )
+
+
+def test_the_plan_is_recorded_and_reused_on_rescore(
+    settings: Settings, make_student: Any, make_exercise: Any, admin: Api, model: Path
+) -> None:
+    student, slug = make_student(), make_exercise()
+    sid = student.upload(slug, model).json()["id"]
+    assert grading.grade_submission(settings, sid) in ("PASSED", "FAILED")
+    first = student.get(f"/api/v1/submissions/{sid}").json()
+    plan = first["result"]["plan"]
+    assert Plan.from_dict(plan) is not None and plan["trials"]
+    assert plan["threads"] <= settings.sandbox_thread_count
+    sha = first["model_sha256"]
+    assert _remembered(settings, sha) == [
+        {k: plan[k] for k in ("variant", "batch_size", "threads")}
+    ]
+
+    # Make the remembered plan one the tuner would not pick on 64 images by itself.
+    forced = Plan("frozen", 8, settings.sandbox_thread_count)
+    with session_scope(settings.sqlalchemy_url) as session:
+        session.execute(
+            update(ExecutionPlan)
+            .where(ExecutionPlan.model_sha256 == sha)
+            .values(plan=forced.to_dict())
+        )
+    assert admin.post(f"/api/v1/submissions/{sid}/rescore").status_code in (200, 202)
+    assert grading.grade_submission(settings, sid) in ("PASSED", "FAILED")
+    again = student.get(f"/api/v1/submissions/{sid}").json()
+    assert Plan.from_dict(again["result"]["plan"]) == forced
+    assert again["result"]["plan"]["trials"][0]["verdict"] == "reused"
+    assert again["score"] == pytest.approx(first["score"], rel=1e-5)
+    assert _remembered(settings, sha) == [forced.to_dict()]

@@ -1,0 +1,85 @@
+"""The course's own evaluation, the oracle every score is checked against (tests and
+benchmarks import it from here)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from grader.grading.testsets import TestSet
+
+
+class CourseDataset(Dataset):
+    """The course's dataset items: image float32 (1, 96, 96) in [0, 1], keypoints (15, 2)."""
+
+    def __init__(self, test_set: TestSet) -> None:
+        self.images = test_set.images
+        self.keypoints = test_set.keypoints
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        image = torch.tensor(self.images[i] / 255, dtype=torch.float32).unsqueeze(0)
+        return {"image": image, "keypoints": torch.tensor(self.keypoints[i], dtype=torch.float32)}
+
+
+def evaluate_model(model, dataset):  # the course's code, verbatim
+    model.eval()
+    criterion = torch.nn.MSELoss()
+    dataloader = DataLoader(dataset, batch_size=1, shuffle=False)
+    loss = 0
+    for batch in dataloader:
+        image, keypoints = batch["image"], batch["keypoints"]
+        predicted_keypoints = model(image).view(-1, 15, 2)
+        loss += criterion(torch.squeeze(keypoints), torch.squeeze(predicted_keypoints)).item()
+    return 1.0 / (2 * (loss / len(dataloader)))
+
+
+def load_scripted(path: Path, device: str = "cpu") -> torch.jit.ScriptModule:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.load(str(path), map_location=device)
+
+
+def course_score(model_path: Path, test_set: TestSet) -> float:
+    """The course's score for a model file, inside no_grad (the same numbers, faster)."""
+    with torch.no_grad():
+        return float(evaluate_model(load_scripted(model_path), CourseDataset(test_set)))
+
+
+def course_predictions(model_path: Path, test_set: TestSet) -> torch.Tensor:
+    """What the course's loop feeds to MSELoss: the plain module, batch 1, (N, 15, 2)."""
+    model = load_scripted(model_path).eval()
+    outs = []
+    with torch.no_grad():
+        for batch in DataLoader(CourseDataset(test_set), batch_size=1, shuffle=False):
+            outs.append(model(batch["image"]).view(-1, 15, 2))
+    return torch.cat(outs)
+
+
+def course_loop(path: Path, test_set: TestSet, device: str = "cpu") -> Callable[[], float]:
+    """The course's evaluation of the model at `path`, as a timed callable returning its score.
+    On the CPU, as the course runs it: evaluate_model verbatim (grad mode on, file loaded)."""
+    if device == "cpu":
+        return lambda: float(evaluate_model(load_scripted(path), CourseDataset(test_set)))
+
+    # The course's loop with the image moved to the device: the only change a GPU needs.
+    def run() -> float:
+        model = load_scripted(path, device).eval()
+        criterion = torch.nn.MSELoss()
+        loss = 0.0
+        with torch.no_grad():
+            for batch in DataLoader(CourseDataset(test_set), batch_size=1, shuffle=False):
+                image = batch["image"].to(device)
+                keypoints = batch["keypoints"].to(device)
+                pred = model(image).view(-1, 15, 2)
+                loss += criterion(torch.squeeze(keypoints), torch.squeeze(pred)).item()
+        return 1.0 / (2 * (loss / len(test_set)))
+
+    return run
