@@ -1,0 +1,230 @@
+"""The zoo of student architectures: course loop vs plain module vs every plan vs the engine.
+
+    python benchmarks/bench_zoo.py [--models a,b,...] [--repeat 1] [--calibration 256]
+
+For each zoo model (tests/support/zoo.py), on the 1000-image demo test set, in one run:
+  course    the course's evaluate_model verbatim (load the file, batch-1 loop, grad on)
+  plain     the plain module at its best batch size (1, 8, 32 or 128): load + forward passes
+  best      the fastest plan of all (every variant at batch 1, 8 and 32): load + its
+            preparation + forward passes. Each plan is timed on --calibration images after a
+            warm-up and checked against batch 1 there, in a subprocess of its own (oneDNN
+            fusion can segfault); its time for all images is extrapolated from that rate.
+  engine    grade_model_file through the sandbox (fork, load, tuning, predict, score), with
+            the fork server already started, as in a running worker
+  bound     a FLOP lower bound: MFLOP per image x images / a measured float32 matmul peak
+and the speed-ups, the plan the engine chose and its tuning time. The summary line gives the
+minimum and median engine speed-up over the course loop and the largest engine/best ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from grader.config import get_settings  # noqa: E402
+from grader.grading import sandbox  # noqa: E402
+from grader.grading.engine import grade_model_file  # noqa: E402
+from grader.grading.plans import VARIANTS  # noqa: E402
+from grader.grading.testsets import demo_test_set_path, load_test_set  # noqa: E402
+from tests.support.course import course_loop  # noqa: E402
+from tests.support.zoo import ZOO, build, export, mflop_per_image  # noqa: E402
+
+PLAIN_BATCHES = (1, 8, 32, 128)
+PLAN_BATCHES = (1, 8, 32)
+
+
+def matmul_peak_gflops(threads: int) -> float:
+    torch.set_num_threads(threads)
+    a, b = torch.rand(1024, 1024), torch.rand(1024, 1024)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(10):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * 1024**3 / best / 1e9
+
+
+def _per_image(forward: Any, x: torch.Tensor, batch: int) -> tuple[float, torch.Tensor]:
+    """Seconds per image at `batch` after two warm-up calls, and the outputs."""
+    pad = (-len(x)) % batch
+    xs = torch.cat([x, x[-1:].expand(pad, *x.shape[1:])]) if pad else x
+    with torch.inference_mode():
+        for _ in range(2):
+            forward(xs[:batch])
+        outs = []
+        start = time.perf_counter()
+        for i in range(0, len(xs), batch):
+            outs.append(forward(xs[i : i + batch]).reshape(-1, 15, 2))
+        elapsed = time.perf_counter() - start
+    return elapsed / len(xs), torch.cat(outs)[: len(x)]
+
+
+def measure_plans(path: Path, n_calibration: int, threads: int, kind: str) -> dict[str, Any]:
+    """Runs in a subprocess: every plan (or the plain module at each batch) on the first
+    `n_calibration` demo images; {"plan": {"prep_s", "per_image_s", "ok"}} and the load time."""
+    from grader.grading.predict import images_to_tensor
+    from grader.grading.tuner import _prepare, agrees
+
+    warnings.simplefilter("ignore", DeprecationWarning)
+    torch.set_num_threads(threads)
+    settings = get_settings()
+    test_set = load_test_set(demo_test_set_path(settings), cache_dir=settings.cache_dir)
+    x = images_to_tensor(test_set.images[:n_calibration])
+    start = time.perf_counter()
+    model = torch.jit.load(str(path)).eval()
+    out: dict[str, Any] = {"load_s": time.perf_counter() - start}
+    with torch.inference_mode():
+        reference = torch.cat([model(x[i : i + 1]).reshape(-1, 15, 2) for i in range(len(x))])
+    variants = ["plain"] if kind == "plain" else list(VARIANTS)
+    batches = PLAIN_BATCHES if kind == "plain" else PLAN_BATCHES
+    for variant in variants:
+        for batch in batches:
+            key = f"{variant}@{batch}"
+            try:
+                start = time.perf_counter()
+                if variant == "fused":
+                    torch.jit.enable_onednn_fusion(True)
+                forward = _prepare(torch.jit.load(str(path)).eval(), variant)
+                prep = time.perf_counter() - start
+                xb = x.contiguous(memory_format=torch.channels_last) if (
+                    variant == "channels_last"
+                ) else x
+                per_image, got = _per_image(forward, xb, batch)
+                out[key] = {"prep_s": prep, "per_image_s": per_image,
+                            "ok": agrees(got, reference)}
+            except Exception as exc:
+                out[key] = {"error": f"{type(exc).__name__}"}
+            finally:
+                torch.jit.enable_onednn_fusion(False)
+    return out
+
+
+def _measure_in_subprocess(path: Path, args: argparse.Namespace, kind: str) -> dict[str, Any]:
+    """Each plan family in its own process, one more per crash (a segfaulting plan is
+    dropped, as the sandbox does)."""
+    cmd = [sys.executable, __file__, "--measure", str(path), "--calibration",
+           str(args.calibration), "--threads", str(args.threads), "--kind", kind]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        return {"crashed": done.returncode}
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def best_plan(measured: dict[str, Any], n: int) -> tuple[str, float]:
+    """The plan with the lowest (load + prep + n x per-image) among those that agree."""
+    options = [
+        (measured["load_s"] + m["prep_s"] + n * m["per_image_s"], key)
+        for key, m in measured.items()
+        if isinstance(m, dict) and m.get("ok")
+    ]
+    seconds, key = min(options)
+    return key, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", default="", help="comma-separated zoo names (default all)")
+    parser.add_argument("--repeat", type=int, default=1, help="best of N for course and engine")
+    parser.add_argument("--calibration", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=get_settings().sandbox_thread_count)
+    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--kind", default="plans", help=argparse.SUPPRESS)
+    parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure_plans(args.measure, args.calibration, args.threads, args.kind)))
+        return
+    warnings.simplefilter("ignore", DeprecationWarning)
+
+    settings = get_settings()
+    test_set = load_test_set(demo_test_set_path(settings), cache_dir=settings.cache_dir)
+    n = len(test_set)
+    peak = matmul_peak_gflops(args.threads)
+    torch.set_num_threads(args.threads)
+    names = [m for m in args.models.split(",") if m] or list(ZOO)
+    print(
+        f"{n} images; torch {torch.__version__}, {args.threads} threads (course loop, plans and "
+        f"sandbox), {platform.machine()}, {os.cpu_count()} CPUs; matmul peak {peak:.0f} GFLOP/s;"
+        f" load average {os.getloadavg()[0]:.1f}; course and engine best of {args.repeat}"
+    )
+    header = (f"{'model':<22}{'MFLOP':>8}{'course':>8}{'plain':>8}{'best':>8}{'engine':>8}"
+              f"{'bound':>7}{'vs course':>10}{'vs plain':>9}{'eng/best':>9}  plan (tuning s)")
+    print(header)
+    box = sandbox.get_sandbox()
+    box.probe()  # the fork server is up, as in a worker that has graded before
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            path = export(name, Path(tmp) / f"{name}.pt")
+            mflop = mflop_per_image(build(name))
+            run_course = course_loop(path, test_set)
+            t_course = min(_timed(run_course) for _ in range(args.repeat))
+            plain = _measure_in_subprocess(path, args, "plain")
+            plans = _measure_in_subprocess(path, args, "plans")
+            plain_key, t_plain = best_plan(plain, n)
+            best_key, t_best = best_plan(plans, n)
+            outcomes = []
+            for _ in range(args.repeat):
+                start = time.perf_counter()
+                outcome = grade_model_file(
+                    path, test_set, threshold=100.0, max_model_bytes=20 * 2**20,
+                    settings=settings,
+                )
+                outcomes.append((time.perf_counter() - start, outcome))
+            t_engine, outcome = min(outcomes, key=lambda item: item[0])
+            bound = mflop * n / (peak * 1000)
+            plan = outcome.plan.describe() if outcome.plan else outcome.status
+            tuning = outcome.timings.get("child_tuning_s", float("nan"))
+            row = {
+                "model": name, "mflop": mflop, "course_s": t_course, "plain_s": t_plain,
+                "plain_batch": plain_key, "best_s": t_best, "best_plan": best_key,
+                "engine_s": t_engine, "bound_s": bound, "plan": plan, "tuning_s": tuning,
+                "score": outcome.score, "status": outcome.status,
+            }
+            rows.append(row)
+            print(
+                f"{name:<22}{mflop:>8.1f}{t_course:>8.2f}{t_plain:>8.2f}{t_best:>8.2f}"
+                f"{t_engine:>8.2f}{bound:>7.2f}{t_course / t_engine:>9.2f}x"
+                f"{t_plain / t_engine:>8.2f}x{t_engine / t_best:>8.2f}x  {plan} ({tuning:.2f})"
+                f"  [best {best_key}, plain {plain_key}]",
+                flush=True,
+            )
+    sandbox.shutdown()
+    speedups = [r["course_s"] / r["engine_s"] for r in rows]
+    ratios = [r["engine_s"] / r["best_s"] for r in rows]
+    print(
+        f"\nengine vs course: min {min(speedups):.2f}x, median {statistics.median(speedups):.2f}x"
+        f" over {len(rows)} models; engine/best: max {max(ratios):.2f}x, median "
+        f"{statistics.median(ratios):.2f}x; sum course {sum(r['course_s'] for r in rows):.1f} s,"
+        f" sum engine {sum(r['engine_s'] for r in rows):.1f} s"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+def _timed(fn: Any) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
