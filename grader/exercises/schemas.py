@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import math
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from grader.exercises.models import LatePolicy, LeaderboardVisibility
@@ -71,7 +72,23 @@ DailyLimit = Annotated[
 ]
 
 
-class ExerciseCreate(BaseModel):
+class _JsonNumbers(BaseModel):
+    """JSON has no NaN or Infinity, but Python's parser accepts those literals. Passed on as
+    floats, the 422 that refuses them would echo them back, and no JSON response can hold
+    them (a 500). As strings they are refused the same way and reported intact."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _non_finite_as_text(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return {
+            key: str(value) if isinstance(value, float) and not math.isfinite(value) else value
+            for key, value in data.items()
+        }
+
+
+class ExerciseCreate(_JsonNumbers):
     slug: str = Field(min_length=1, max_length=SLUG_MAX, pattern=SLUG_PATTERN)
     title: Title
     description: Description = ""
@@ -89,7 +106,7 @@ class ExerciseCreate(BaseModel):
     use_demo_test_set: bool = False
 
 
-class ExerciseUpdate(BaseModel):
+class ExerciseUpdate(_JsonNumbers):
     title: Title | SkipJsonSchema[None] = None
     description: Description | SkipJsonSchema[None] = None
     threshold: Threshold | SkipJsonSchema[None] = None
