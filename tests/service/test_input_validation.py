@@ -26,6 +26,7 @@ from tests.service.conftest import Api
 from tests.support.models import write_linear_model
 
 GRADER = [sys.executable, "-c", "from grader.cli import main; main()"]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _multipart(
@@ -258,6 +259,8 @@ def test_the_service_holds_the_same_bounds_for_every_caller(settings: Settings) 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
+        # This checkout's code, whatever is installed.
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
         "GRADER_DATABASE_URL": settings.sqlalchemy_url,
         "GRADER_DATA_DIR": str(settings.data_dir),
     }
