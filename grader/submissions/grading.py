@@ -26,6 +26,7 @@ import grader
 from grader.config import Settings
 from grader.db import session_scope, utcnow
 from grader.exercises.models import Exercise
+from grader.exercises.service import max_time_limit_s
 from grader.grading.failures import STUDENT_MESSAGES, FailureKind
 from grader.submissions.models import TERMINAL, Result, Status, Submission
 from grader.submissions.upload import model_storage_path
@@ -102,7 +103,10 @@ def claim(settings: Settings, submission_id: int, *, me: str) -> Claim | None:
             testset_version=exercise.testset_version,
             threshold=exercise.threshold,
             max_model_bytes=exercise.max_model_bytes,
-            time_limit_s=exercise.time_limit_s,
+            # Never past the worker's own hard limit, whatever was stored.
+            time_limit_s=None
+            if exercise.time_limit_s is None
+            else min(exercise.time_limit_s, max_time_limit_s(settings)),
         )
 
 

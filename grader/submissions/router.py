@@ -75,7 +75,7 @@ def list_submissions(
     session: SessionDep,
     exercise: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=service.MAX_ID)] = 0,
     all_users: bool = False,
 ) -> SubmissionPage:
     """The caller's submissions, newest first (instructors: `all_users=true` for everyone's)."""

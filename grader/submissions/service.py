@@ -174,7 +174,14 @@ def schedule_publish(session: Session, *, submission_id: int, queue: str, publis
     after_commit(session, lambda: publish(submission_id, queue))
 
 
+# Row ids are 32-bit integers: a larger number names no submission (and PostgreSQL would
+# refuse to compare it with the column).
+MAX_ID = 2**31 - 1
+
+
 def get_submission(session: Session, *, user: User, submission_id: int) -> Submission:
+    if not 1 <= submission_id <= MAX_ID:
+        raise NotFound(f"No submission {submission_id}.")
     submission = session.scalar(
         select(Submission)
         .options(joinedload(Submission.exercise), joinedload(Submission.result))
@@ -205,6 +212,8 @@ def list_submissions(
     if exercise is not None:
         conditions.append(Submission.exercise_id == exercise.id)
     total = session.scalar(select(func.count(Submission.id)).where(*conditions)) or 0
+    if offset > MAX_ID:  # past any row (and beyond what PostgreSQL's OFFSET takes)
+        return Page([], total)
     items = session.scalars(
         select(Submission)
         .options(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from grader.config import Settings
@@ -121,6 +122,26 @@ def test_an_unpublished_exercise_is_not_found_for_students_like_an_unknown_one(
         unknown = student.get(path.replace(slug, "no-such-exercise"))
         assert hidden.status_code == unknown.status_code == 404, (path, hidden.text)
     assert admin.get(f"/api/v1/submissions?exercise={slug}").status_code == 200
+
+
+def test_ids_and_offsets_beyond_any_row_are_not_found_not_500(
+    settings: Settings, admin: Api, make_student: Any
+) -> None:
+    student = make_student()
+    for sid in (2**31, 10**20):
+        assert student.get(f"/api/v1/submissions/{sid}").status_code == 404
+        assert admin.post(f"/api/v1/submissions/{sid}/rescore").status_code == 404
+    huge = student.get("/api/v1/submissions", params={"offset": 10**20})
+    assert huge.status_code == 422
+    # The web history pages compute their offset; the service answers an empty page.
+    from grader.auth.models import User
+    from grader.submissions import service as submissions
+
+    with session_scope(settings.sqlalchemy_url, write=False) as session:
+        user = session.scalar(select(User).where(User.username == student.username))
+        assert user is not None
+        page = submissions.list_submissions(session, user=user, offset=10**12)
+        assert page.items == [] and page.total == 0
 
 
 # --- malformed multipart -----------------------------------------------------------------

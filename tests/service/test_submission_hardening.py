@@ -265,3 +265,17 @@ def test_a_students_later_submissions_queue_behind_everyones_first(
     assert waiting[0] == [alices[0], bobs]  # each student's first goes first
     assert waiting[9] == alices[1:]
     assert tasks.take(redis_broker, mine) == [alices[0], bobs, *alices[1:]]
+
+
+def test_a_stored_time_limit_past_the_workers_hard_limit_is_cut_to_fit(
+    settings: Settings, make_student: Any, make_exercise: Any, models: list[Path]
+) -> None:
+    """A limit stored before limits were bounded made every grading end INFRA_ERROR."""
+    slug = make_exercise()
+    sid = make_student().upload(slug, models[0]).json()["id"]
+    with session_scope(settings.sqlalchemy_url) as session:
+        session.execute(update(Exercise).where(Exercise.slug == slug).values(time_limit_s=1e308))
+    job = grading.claim(settings, sid, me="test:1")
+    assert job is not None and job.time_limit_s == exercises.max_time_limit_s(settings) == 540
+    assert grading.release_claim(settings, sid, me="test:1") == "released"
+    assert _row(settings, sid).attempts == 1
