@@ -50,7 +50,7 @@ def test_one_students_backlog_delays_another_student_by_one_grading_at_most(
     tag = uuid.uuid4().hex[:8]
     busy = _exercise(live_server, csv_path, f"fair-a-{tag}")
     other = _exercise(live_server, csv_path, f"fair-b-{tag}")
-    slow = write_slow_model(tmp_path / "slow.pt", repeats=400)
+    slow = write_slow_model(tmp_path / "slow.pt", repeats=150)
     quick = write_linear_model(tmp_path / "quick.pt")
     with live_server.student_client() as alice, live_server.student_client() as bob:
         alices = [_upload(alice, busy, slow) for _ in range(5)]
