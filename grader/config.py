@@ -72,6 +72,15 @@ class Settings(BaseSettings):
     # none is asked for; only an admin (or the CLI) may ask for one that never expires.
     api_token_ttl_days: int = Field(default=90, ge=1, le=3650)
 
+    # --- Queue fairness, broker-loss recovery, exercise defaults -----------------------------
+    # New exercises get this daily submission limit per student unless one is given; None:
+    # unlimited. Instructors change it per exercise.
+    default_daily_limit: int | None = Field(default=10, ge=1)
+    # A QUEUED submission whose task was sent longer ago than this is looked up in the broker
+    # by the sweeper; a task the broker no longer holds (it lost its data) is sent again.
+    # Far below stale_after_s, which still applies where the broker cannot be inspected.
+    queued_check_after_s: float = Field(default=60.0, gt=0)
+
     @model_validator(mode="after")
     def _refuse_default_secret_outside_local(self) -> Settings:
         if self.environment == "production" and self.secret_key == DEFAULT_SECRET:

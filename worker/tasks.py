@@ -13,8 +13,8 @@ from worker.celery_app import app
 @app.task(name=GRADE_TASK, bind=True, max_retries=get_settings().max_attempts)
 def grade_submission(self: Task, submission_id: int) -> str:
     try:
-        return grading.grade_submission(get_settings(), submission_id)
+        return grading.run_grading_task(get_settings(), submission_id)
     except Exception as exc:
-        # Our failure, not the student's: the next claim counts the attempt and gives up
-        # with INFRA_ERROR after max_attempts.
+        # Our failure, not the student's: the attempt is counted and the claim handed back,
+        # so the retry grades it (or ends it ERROR / INFRA_ERROR after max_attempts).
         raise self.retry(exc=exc, countdown=3) from exc

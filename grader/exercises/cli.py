@@ -25,7 +25,13 @@ def exercises() -> None:
 @click.option("--threshold", type=float, default=None)
 @click.option("--max-model-mb", type=float, default=None)
 @click.option("--deadline", type=click.DateTime(), default=None, help="UTC, e.g. 2026-06-30T23:59")
-@click.option("--daily-limit", type=int, default=None)
+@click.option(
+    "--daily-limit",
+    type=int,
+    default=None,
+    help="Submissions per student per UTC day (default: GRADER_DEFAULT_DAILY_LIMIT).",
+)
+@click.option("--no-daily-limit", is_flag=True, help="No daily limit.")
 @click.option("--late-policy", type=click.Choice(["reject", "accept_late", "first_only"]),
               default="reject")  # fmt: skip
 @click.option("--queue", type=click.Choice(["cpu", "gpu"]), default="cpu")
@@ -39,11 +45,19 @@ def create(
     max_model_mb: float | None,
     deadline: datetime | None,
     daily_limit: int | None,
+    no_daily_limit: bool,
     late_policy: str,
     queue: str,
     test_set: Path | None,
     demo_test_set: bool,
 ) -> None:
+    if no_daily_limit and daily_limit is not None:
+        raise click.UsageError("--daily-limit and --no-daily-limit exclude each other.")
+    limit: int | None | service.UseDefault = service.DEFAULT
+    if no_daily_limit:
+        limit = None
+    elif daily_limit is not None:
+        limit = daily_limit
     settings = get_settings()
     try:
         with session_scope(settings.sqlalchemy_url) as session:
@@ -53,9 +67,11 @@ def create(
                 title=title,
                 description=description,
                 threshold=threshold,
-                max_model_bytes=int(max_model_mb * 1024 * 1024) if max_model_mb else None,
+                max_model_bytes=None
+                if max_model_mb is None
+                else service.mib_to_bytes(max_model_mb),
                 deadline=deadline,
-                daily_limit=daily_limit,
+                daily_limit=limit,
                 late_policy=late_policy,
                 queue=queue,
                 settings=settings,

@@ -1,10 +1,24 @@
 from __future__ import annotations
 
+import math
 from datetime import datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from grader.exercises.models import LatePolicy, LeaderboardVisibility
+from grader.exercises.service import (
+    DAILY_LIMIT_MAX,
+    DESCRIPTION_MAX,
+    MAX_MODEL_BYTES_MAX,
+    SLUG_MAX,
+    SLUG_PATTERN,
+    THRESHOLD_MAX,
+    TIME_LIMIT_MARGIN_S,
+    TIME_LIMIT_MIN_S,
+    TITLE_MAX,
+)
 
 
 class ExerciseOut(BaseModel):
@@ -31,15 +45,59 @@ class ExerciseOut(BaseModel):
     my_passed: bool = False
 
 
-class ExerciseCreate(BaseModel):
-    slug: str = Field(min_length=1, max_length=64)
-    title: str = Field(min_length=1, max_length=200)
-    description: str = ""
-    threshold: float | None = None
-    max_model_bytes: int | None = None
-    time_limit_s: float | None = None
+# The bounds are the service's (which also checks the web form and the CLI); here they only
+# document the API and catch wrong types early. A PATCH may leave a field out but not clear a
+# NOT NULL one: `SkipJsonSchema[None]` keeps null out of the documented schema, and the
+# service answers 422 to an explicit null.
+Title = Annotated[str, Field(min_length=1, max_length=TITLE_MAX)]
+Description = Annotated[str, Field(max_length=DESCRIPTION_MAX)]
+Threshold = Annotated[float, Field(ge=0, le=THRESHOLD_MAX, allow_inf_nan=False)]
+ModelBytes = Annotated[int, Field(ge=1, le=MAX_MODEL_BYTES_MAX)]
+TimeLimit = Annotated[
+    float,
+    Field(
+        ge=TIME_LIMIT_MIN_S,
+        allow_inf_nan=False,
+        description="Seconds for one grading run; at most the worker's hard limit minus "
+        f"{TIME_LIMIT_MARGIN_S:g} s (540 s with the default settings). null: the default.",
+    ),
+]
+DailyLimit = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=DAILY_LIMIT_MAX,
+        description="Submissions per student per UTC day; null: no limit.",
+    ),
+]
+
+
+class _JsonNumbers(BaseModel):
+    """JSON has no NaN or Infinity, but Python's parser accepts those literals. Passed on as
+    floats, the 422 that refuses them would echo them back, and no JSON response can hold
+    them (a 500). As strings they are refused the same way and reported intact."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _non_finite_as_text(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return {
+            key: str(value) if isinstance(value, float) and not math.isfinite(value) else value
+            for key, value in data.items()
+        }
+
+
+class ExerciseCreate(_JsonNumbers):
+    slug: str = Field(min_length=1, max_length=SLUG_MAX, pattern=SLUG_PATTERN)
+    title: Title
+    description: Description = ""
+    threshold: Threshold | None = None
+    max_model_bytes: ModelBytes | None = None
+    time_limit_s: TimeLimit | None = None
     deadline: datetime | None = None
-    daily_limit: int | None = None
+    # Left out: the server's default daily limit (GRADER_DEFAULT_DAILY_LIMIT); null: no limit.
+    daily_limit: DailyLimit | None = None
     late_policy: LatePolicy = LatePolicy.REJECT
     queue: str = "cpu"
     leaderboard_visibility: LeaderboardVisibility = LeaderboardVisibility.ANONYMOUS
@@ -48,18 +106,18 @@ class ExerciseCreate(BaseModel):
     use_demo_test_set: bool = False
 
 
-class ExerciseUpdate(BaseModel):
-    title: str | None = None
-    description: str | None = None
-    threshold: float | None = None
-    max_model_bytes: int | None = None
-    time_limit_s: float | None = None
+class ExerciseUpdate(_JsonNumbers):
+    title: Title | SkipJsonSchema[None] = None
+    description: Description | SkipJsonSchema[None] = None
+    threshold: Threshold | SkipJsonSchema[None] = None
+    max_model_bytes: ModelBytes | SkipJsonSchema[None] = None
+    time_limit_s: TimeLimit | None = None
     deadline: datetime | None = None
-    daily_limit: int | None = None
-    late_policy: LatePolicy | None = None
-    queue: str | None = None
-    leaderboard_visibility: LeaderboardVisibility | None = None
-    is_published: bool | None = None
+    daily_limit: DailyLimit | None = None
+    late_policy: LatePolicy | SkipJsonSchema[None] = None
+    queue: str | SkipJsonSchema[None] = None
+    leaderboard_visibility: LeaderboardVisibility | SkipJsonSchema[None] = None
+    is_published: bool | SkipJsonSchema[None] = None
 
 
 class RescoreOut(BaseModel):

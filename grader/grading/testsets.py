@@ -38,7 +38,13 @@ IMAGE_COLUMN = "Image"
 N_PIXELS = 96 * 96
 DEMO_TEST_SET_NAME = "demo_test.csv"
 DEMO_TEST_SET_COUNT = 1000
-_CACHE_VERSION = "v1"
+# v2: keypoints are range-checked, so a set cached by v1 is parsed (and checked) again.
+_CACHE_VERSION = "v2"
+# Keypoints are pixels of a 96 x 96 image. A label may lie a little outside the image (a face
+# cut by the frame), but not beyond one image size from it: anything further is a unit or
+# column mistake, and values like 1e200 would overflow the squared error into inf/NaN.
+KEYPOINT_MIN_PX = -96.0
+KEYPOINT_MAX_PX = 192.0
 
 
 class TestSetError(ValueError):
@@ -73,7 +79,7 @@ def _where(row_number: int, line_number: int) -> str:
     return f"row {row_number} (line {line_number})"
 
 
-def _parse_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _parse_csv(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     images: list[np.ndarray] = []
     keypoints: list[list[float]] = []
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 24))
@@ -82,13 +88,13 @@ def _parse_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
             reader = csv.reader(fh)
             header = next(reader, None)
             if header is None:
-                raise TestSetError(f"{path.name}: the file is empty (no header line)")
-            header = [name.strip() for name in header]
+                raise TestSetError(f"{name}: the file is empty (no header line)")
+            header = [column.strip() for column in header]
             missing = [c for c in (*KEYPOINT_COLUMNS, IMAGE_COLUMN) if c not in header]
             if missing:
                 shown = ", ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
                 raise TestSetError(
-                    f"{path.name}: line 1 (header): missing column(s) {shown}; expected the 30 "
+                    f"{name}: line 1 (header): missing column(s) {shown}; expected the 30 "
                     f"Kaggle keypoint columns and '{IMAGE_COLUMN}'"
                 )
             kp_index = [header.index(c) for c in KEYPOINT_COLUMNS]
@@ -100,7 +106,7 @@ def _parse_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
                     continue
                 if len(row) != len(header):
                     raise TestSetError(
-                        f"{path.name}: {where}: has {len(row)} fields, the header has {len(header)}"
+                        f"{name}: {where}: has {len(row)} fields, the header has {len(header)}"
                     )
                 values: list[float] = []
                 complete = True
@@ -113,30 +119,36 @@ def _parse_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
                         value = float(cell)
                     except ValueError:
                         raise TestSetError(
-                            f"{path.name}: {where}: column {column}: {cell[:30]!r} is not a number"
+                            f"{name}: {where}: column {column}: {cell[:30]!r} is not a number"
                         ) from None
                     if not np.isfinite(value):
                         raise TestSetError(
-                            f"{path.name}: {where}: column {column}: {cell!r} is not finite"
+                            f"{name}: {where}: column {column}: {cell[:30]!r} is not finite"
+                        )
+                    if not KEYPOINT_MIN_PX <= value <= KEYPOINT_MAX_PX:
+                        raise TestSetError(
+                            f"{name}: {where}: column {column}: {cell[:30]!r} is outside "
+                            f"[{KEYPOINT_MIN_PX:g}, {KEYPOINT_MAX_PX:g}]; keypoints are pixels "
+                            "of the 96 x 96 image"
                         )
                     values.append(value)
                 pixels = row[image_index].split()
                 if len(pixels) != N_PIXELS:
                     raise TestSetError(
-                        f"{path.name}: {where}: column {IMAGE_COLUMN}: has {len(pixels)} pixel "
+                        f"{name}: {where}: column {IMAGE_COLUMN}: has {len(pixels)} pixel "
                         f"values, expected {N_PIXELS} (96 x 96)"
                     )
                 if not complete:
                     continue
-                images.append(_parse_pixels(pixels, path.name, where))
+                images.append(_parse_pixels(pixels, name, where))
                 keypoints.append(values)
     except UnicodeDecodeError as exc:
-        raise TestSetError(f"{path.name}: not a text CSV file ({exc.reason})") from None
+        raise TestSetError(f"{name}: not a text CSV file ({exc.reason})") from None
     except csv.Error as exc:
-        raise TestSetError(f"{path.name}: malformed CSV: {exc}") from None
+        raise TestSetError(f"{name}: malformed CSV: {exc}") from None
     if not images:
         raise TestSetError(
-            f"{path.name}: no usable rows (every data row is missing at least one keypoint, "
+            f"{name}: no usable rows (every data row is missing at least one keypoint, "
             "or the file has no data rows)"
         )
     image_array = np.stack(images).reshape(-1, 96, 96)
@@ -172,11 +184,16 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def load_test_set(csv_path: Path, *, cache_dir: Path | None = None) -> TestSet:
-    """Load a course CSV; with `cache_dir`, reuse an .npz keyed by the file's sha256."""
+def load_test_set(
+    csv_path: Path, *, cache_dir: Path | None = None, display_name: str | None = None
+) -> TestSet:
+    """Load a course CSV; with `cache_dir`, reuse an .npz keyed by the file's sha256.
+
+    Errors name the file as `display_name` (an upload's own name, not the server's temp file).
+    """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
-        raise TestSetError(f"{csv_path}: no such file")
+        raise TestSetError(f"{display_name or csv_path}: no such file")
     sha = _sha256(csv_path)
     cache_file = None
     if cache_dir is not None:
@@ -187,7 +204,7 @@ def load_test_set(csv_path: Path, *, cache_dir: Path | None = None) -> TestSet:
                     return TestSet(images=data["images"], keypoints=data["keypoints"], sha256=sha)
             except (OSError, KeyError, ValueError):
                 pass  # a damaged cache entry is rebuilt below
-    images, keypoints = _parse_csv(csv_path)
+    images, keypoints = _parse_csv(csv_path, display_name or csv_path.name)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_name(f".{cache_file.stem}.{os.getpid()}.tmp.npz")

@@ -5,16 +5,22 @@ from dataclasses import asdict
 from fastapi import APIRouter
 
 from grader.deps import CurrentUser, SessionDep
-from grader.exercises.service import get_exercise
+from grader.errors import error_responses
+from grader.exercises.service import visible_exercise
 from grader.leaderboard import service
 from grader.leaderboard.schemas import LeaderboardEntry, LeaderboardOut
 
 router = APIRouter(tags=["leaderboard"])
 
 
-@router.get("/exercises/{slug}/leaderboard", response_model=LeaderboardOut)
+@router.get(
+    "/exercises/{slug}/leaderboard",
+    response_model=LeaderboardOut,
+    # 403: the exercise's leaderboard is for instructors only.
+    responses=error_responses(401, 403, 404, 422),
+)
 def leaderboard(slug: str, user: CurrentUser, session: SessionDep) -> LeaderboardOut:
-    exercise = get_exercise(session, slug=slug, include_unpublished=user.is_instructor)
+    exercise = visible_exercise(session, slug=slug, user=user)
     rows = service.leaderboard(session, exercise=exercise, viewer=user)
     return LeaderboardOut(
         exercise=exercise.slug,

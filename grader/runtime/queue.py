@@ -5,12 +5,16 @@ grader never imports worker/: it only knows the task's name.
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from celery import Celery
 
 from grader.config import Settings
+from grader.db import session_scope
 
 GRADE_TASK = "grader.grade_submission"
 logger = logging.getLogger(__name__)
@@ -63,13 +67,80 @@ class Publisher:
     """Sends grading tasks by name. One per process; thread-safe through kombu's pools."""
 
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.app = make_celery(settings, name="grader-api")
 
-    def send_grade(self, submission_id: int, *, queue: str) -> None:
-        self.app.send_task(GRADE_TASK, args=[submission_id], queue=queue)
+    def send_grade(self, submission_id: int, *, queue: str, priority: int | None = None) -> None:
+        """Send one grading task; its broker priority is the submission's place in its
+        student's line (submissions.service.queue_priority) unless given."""
+        if priority is None:
+            priority = self._priority(submission_id)
+        self.app.send_task(GRADE_TASK, args=[submission_id], queue=queue, priority=priority)
+
+    def _priority(self, submission_id: int) -> int:
+        from grader.submissions.service import FIRST_IN_LINE, queue_priority
+
+        try:
+            with session_scope(self.settings.sqlalchemy_url, write=False) as session:
+                return queue_priority(session, submission_id=submission_id)
+        except Exception:  # fairness is a nicety; the task must still go out
+            logger.warning("no queue priority for submission %s", submission_id, exc_info=True)
+            return FIRST_IN_LINE
+
+    def submissions_in_broker(self, queues: Iterable[str]) -> set[int] | None:
+        """Ids of the submissions whose grading task the broker holds: waiting in one of
+        `queues` (any priority) or delivered to a worker and not yet acknowledged. None when
+        the broker cannot be inspected (not Redis, or unreachable)."""
+        try:
+            with self.app.connection_for_read() as conn:
+                channel: Any = conn.default_channel
+                client = getattr(channel, "client", None)
+                if client is None or not hasattr(channel, "_q_for_pri"):
+                    return None
+                ids: set[int] = set()
+                for queue in queues:
+                    for key in {channel._q_for_pri(queue, p) for p in channel.priority_steps}:
+                        for raw in _list_items(client, key):
+                            _add_submission_id(ids, raw)
+                for _, raw in client.hscan_iter(channel.unacked_key, count=500):
+                    # An unacknowledged delivery is stored as [message, exchange, routing_key].
+                    try:
+                        message = json.loads(raw)[0]
+                    except (ValueError, TypeError, IndexError, KeyError):
+                        continue
+                    _add_submission_id(ids, message)
+                return ids
+        except Exception as exc:
+            logger.warning("cannot inspect the broker's queues (%s)", exc)
+            return None
 
     def close(self) -> None:
         try:
             self.app.close()
         except Exception:  # closing a pool to a dead broker must not block shutdown
             logger.debug("closing the Celery producer failed", exc_info=True)
+
+
+def _list_items(client: Any, key: str, chunk: int = 1000) -> Iterator[bytes]:
+    start = 0
+    while True:
+        items = client.lrange(key, start, start + chunk - 1)
+        yield from items
+        if len(items) < chunk:
+            return
+        start += chunk
+
+
+def _add_submission_id(ids: set[int], message: bytes | str | dict[str, Any]) -> None:
+    """Add the submission id a kombu message names, if it is one of our grading tasks."""
+    try:
+        payload = json.loads(message) if isinstance(message, bytes | str) else message
+        if payload.get("headers", {}).get("task") != GRADE_TASK:
+            return
+        body = payload["body"]
+        if payload.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]  # protocol 2: [args, kwargs, embed]
+        ids.add(int(args[0]))
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return

@@ -17,13 +17,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 import grader
 from grader.config import Settings
 from grader.db import session_scope, utcnow
 from grader.exercises.models import Exercise
+from grader.exercises.service import max_time_limit_s
 from grader.grading.failures import STUDENT_MESSAGES, FailureKind
 from grader.submissions import plans
 from grader.submissions.models import TERMINAL, Result, Status, Submission
@@ -79,47 +81,16 @@ class Claim:
 
 
 def claim(settings: Settings, submission_id: int, *, me: str) -> Claim | None:
-    stale_after = timedelta(seconds=settings.stale_after_s)
-    with session_scope(settings.sqlalchemy_url) as session:
+    """Take the submission for this attempt, or None when there is nothing to do.
+
+    The claim (RUNNING, attempts + 1) commits on its own before anything that can fail, so
+    every failure after it counts as an attempt; see run_grading_task for handing it back.
+    """
+    if not _take(settings, submission_id, me=me):
+        return None
+    with session_scope(settings.sqlalchemy_url, write=False) as session:
         sub = session.get(Submission, submission_id)
-        if sub is None or sub.status in TERMINAL:
-            return None
-        if sub.status == Status.RUNNING.value and not claim_is_lost(
-            sub, stale_after=stale_after, me=me
-        ):
-            logger.info("submission %s is being graded by %s", sub.id, sub.claimed_by)
-            return None
-        guard = (
-            Submission.id == sub.id,
-            Submission.status == sub.status,
-            Submission.attempts == sub.attempts,
-        )
-        if sub.attempts >= settings.max_attempts:
-            session.execute(
-                update(Submission)
-                .where(*guard)
-                .values(
-                    status=Status.ERROR.value,
-                    failure_reason=FailureKind.INFRA_ERROR.value,
-                    failure_message=STUDENT_MESSAGES[FailureKind.INFRA_ERROR],
-                    finished_at=utcnow(),
-                    claimed_by=None,
-                )
-            )
-            logger.error("submission %s: %s attempts lost, giving up", sub.id, sub.attempts)
-            return None
-        claimed = session.execute(
-            update(Submission)
-            .where(*guard)
-            .values(
-                status=Status.RUNNING.value,
-                attempts=Submission.attempts + 1,
-                claimed_by=me,
-                started_at=utcnow(),
-            )
-        )
-        if claimed.rowcount != 1:  # type: ignore[attr-defined]
-            return None
+        assert sub is not None
         exercise = session.get(Exercise, sub.exercise_id)
         assert exercise is not None
         if not exercise.testset_path:
@@ -133,8 +104,113 @@ def claim(settings: Settings, submission_id: int, *, me: str) -> Claim | None:
             testset_version=exercise.testset_version,
             threshold=exercise.threshold,
             max_model_bytes=exercise.max_model_bytes,
-            time_limit_s=exercise.time_limit_s,
+            # Never past the worker's own hard limit, whatever was stored.
+            time_limit_s=None
+            if exercise.time_limit_s is None
+            else min(exercise.time_limit_s, max_time_limit_s(settings)),
         )
+
+
+def _take(settings: Settings, submission_id: int, *, me: str) -> bool:
+    """The guarded QUEUED/lost-RUNNING -> RUNNING update, committed; False: not ours to grade
+    (finished, held by a live attempt, or just given up after max_attempts)."""
+    stale_after = timedelta(seconds=settings.stale_after_s)
+    with session_scope(settings.sqlalchemy_url) as session:
+        sub = session.get(Submission, submission_id)
+        if sub is None or sub.status in TERMINAL:
+            return False
+        if sub.status == Status.RUNNING.value and not claim_is_lost(
+            sub, stale_after=stale_after, me=me
+        ):
+            logger.info("submission %s is being graded by %s", sub.id, sub.claimed_by)
+            return False
+        guard = (
+            Submission.id == sub.id,
+            Submission.status == sub.status,
+            Submission.attempts == sub.attempts,
+        )
+        if sub.attempts >= settings.max_attempts:
+            _give_up(session, guard)
+            logger.error("submission %s: %s attempts lost, giving up", sub.id, sub.attempts)
+            return False
+        claimed = session.execute(
+            update(Submission)
+            .where(*guard)
+            .values(
+                status=Status.RUNNING.value,
+                attempts=Submission.attempts + 1,
+                claimed_by=me,
+                started_at=utcnow(),
+            )
+        )
+        return bool(claimed.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def _give_up(session: Session, guard: tuple[ColumnElement[bool], ...]) -> bool:
+    """End the submission as our failure (ERROR / INFRA_ERROR): it does not count against
+    the student's daily limit."""
+    moved = session.execute(
+        update(Submission)
+        .where(*guard)
+        .values(
+            status=Status.ERROR.value,
+            failure_reason=FailureKind.INFRA_ERROR.value,
+            failure_message=STUDENT_MESSAGES[FailureKind.INFRA_ERROR],
+            finished_at=utcnow(),
+            claimed_by=None,
+        )
+    )
+    return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def release_claim(settings: Settings, submission_id: int, *, me: str) -> str:
+    """Hand back our attempt after it failed: QUEUED again with the attempt counted, so the
+    next delivery (the task's retry, or the sweeper's re-send) takes it at once instead of
+    waiting for the claim to go stale; after max_attempts it ends ERROR / INFRA_ERROR.
+
+    Returns "released", "gave up", or "not ours" (another attempt took over, or it ended).
+    """
+    with session_scope(settings.sqlalchemy_url) as session:
+        sub = session.get(Submission, submission_id)
+        if sub is None or sub.status != Status.RUNNING.value or sub.claimed_by != me:
+            return "not ours"
+        guard = (
+            Submission.id == sub.id,
+            Submission.status == Status.RUNNING.value,
+            Submission.claimed_by == me,
+            Submission.attempts == sub.attempts,
+        )
+        if sub.attempts >= settings.max_attempts:
+            return "gave up" if _give_up(session, guard) else "not ours"
+        moved = session.execute(
+            update(Submission)
+            .where(*guard)
+            .values(
+                status=Status.QUEUED.value,
+                claimed_by=None,
+                started_at=None,
+                # The retry is sent right after; if it is not, the sweeper finds the task
+                # missing from the broker and sends it.
+                sent_at=utcnow(),
+            )
+        )
+        return "released" if moved.rowcount == 1 else "not ours"  # type: ignore[attr-defined]
+
+
+def run_grading_task(settings: Settings, submission_id: int) -> str:
+    """What the Celery task calls: grade_submission, and whatever raises after the claim
+    hands the claim back (release_claim) before the exception goes on to the task's retry.
+    So every delivery either finishes the submission or counts an attempt, and a submission
+    ends (at worst ERROR / INFRA_ERROR after max_attempts) within max_attempts deliveries."""
+    me = worker_identity()
+    try:
+        return grade_submission(settings, submission_id)
+    except Exception:
+        outcome = release_claim(settings, submission_id, me=me)
+        logger.exception("submission %s: attempt failed (%s)", submission_id, outcome)
+        if outcome == "gave up":
+            return "gave up"
+        raise
 
 
 

@@ -1,8 +1,11 @@
 """Taking in one model upload, for the REST API and the web form alike.
 
-Everything that can refuse the upload (auth, deadline, daily limit) runs before a byte of the
-body is read; the body streams with a size cap; the archive check, the content-addressed store
-(fsynced) and the row's commit follow, and only then is the task published.
+Everything that can refuse the upload (auth, test set, deadline, daily limit) runs before a
+byte of the body is read. The body streams with a size cap into a fsynced temp file, then the
+archive check. Only then one short transaction decides for good: it re-checks the rules under
+the student's row lock (concurrent uploads cannot all squeeze under the daily limit), moves
+the file into content-addressed storage and commits the row; the task is published after the
+commit. A refused upload leaves nothing behind: its temp file is removed, nothing was stored.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from grader.config import Settings
 from grader.db import begin_write
 from grader.errors import Invalid, PayloadTooLarge
 from grader.exercises.models import Exercise
-from grader.exercises.service import get_exercise
+from grader.exercises.service import visible_exercise
 from grader.grading.archive import check_model_archive
 from grader.grading.failures import FailureKind, GradingFailure
 from grader.submissions import service
@@ -29,7 +32,7 @@ from grader.submissions.upload import (
 
 
 def _admit(session: Session, *, user: User, slug: str) -> Exercise:
-    exercise = get_exercise(session, slug=slug, include_unpublished=user.is_instructor)
+    exercise = visible_exercise(session, slug=slug, user=user)
     service.check_can_submit(session, user=user, exercise=exercise)
     # End the admission transaction now (same hop): no connection or lock is held while a slow
     # client streams its body (a deadline rush would otherwise exhaust the pool).
@@ -47,20 +50,28 @@ def _accept(
     publish: Publish,
 ) -> int:
     try:
-        check_model_archive(received.path, max_bytes=exercise.max_model_bytes)
-    except GradingFailure as exc:
+        try:
+            check_model_archive(received.path, max_bytes=exercise.max_model_bytes)
+        except GradingFailure as exc:
+            if exc.kind is FailureKind.TOO_LARGE:
+                raise PayloadTooLarge(f"{exc.kind}: {exc.message}") from None
+            raise Invalid(f"{exc.kind}: {exc.message}") from None
+        begin_write(session)
+        # Locks the student's row and re-checks the rules; raises (429, 409, 403) before
+        # anything is stored.
+        submission = service.create_submission(
+            session, user=user, exercise=exercise, upload=received, publish=publish
+        )
+        store_content_addressed(received, uploads_dir=settings.uploads_dir)
+        # Commit in this thread hop (see begin_write); the task is published right after.
+        session.commit()
+        return submission.id
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        # Gone already when it was moved into storage (or shared an identical stored file).
         received.path.unlink(missing_ok=True)
-        if exc.kind is FailureKind.TOO_LARGE:
-            raise PayloadTooLarge(f"{exc.kind}: {exc.message}") from None
-        raise Invalid(f"{exc.kind}: {exc.message}") from None
-    store_content_addressed(received, uploads_dir=settings.uploads_dir)
-    begin_write(session)
-    submission = service.create_submission(
-        session, user=user, exercise=exercise, upload=received, publish=publish
-    )
-    # Commit in this thread hop (see begin_write); the task is published right after.
-    session.commit()
-    return submission.id
 
 
 async def take_upload(

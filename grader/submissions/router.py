@@ -4,8 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
+from grader.api_errors import api_errors
 from grader.deps import CurrentUser, InstructorUser, PublishDep, SessionDep, SettingsDep
-from grader.exercises.service import get_exercise
+from grader.errors import error_responses
+from grader.exercises.service import visible_exercise
 from grader.submissions import service
 from grader.submissions.intake import take_upload
 from grader.submissions.schemas import (
@@ -38,6 +40,8 @@ _UPLOAD_BODY = {
     status_code=202,
     response_model=SubmissionCreated,
     openapi_extra=_UPLOAD_BODY,
+    # 409: the exercise has no test set yet, or first_only after the deadline; 403: deadline.
+    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 429),
 )
 async def submit(
     slug: str,
@@ -54,24 +58,28 @@ async def submit(
     return SubmissionCreated(id=submission_id, status="QUEUED", url=submission_url(submission_id))
 
 
-@router.get("/submissions/{submission_id}", response_model=SubmissionOut)
+@router.get(
+    "/submissions/{submission_id}",
+    response_model=SubmissionOut,
+    responses=api_errors(401, 404, 422),
+)
 def get_submission(submission_id: int, user: CurrentUser, session: SessionDep) -> SubmissionOut:
     return SubmissionOut.from_row(
         service.get_submission(session, user=user, submission_id=submission_id)
     )
 
 
-@router.get("/submissions", response_model=SubmissionPage)
+@router.get("/submissions", response_model=SubmissionPage, responses=api_errors(401, 404, 422))
 def list_submissions(
     user: CurrentUser,
     session: SessionDep,
     exercise: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=service.MAX_ID)] = 0,
     all_users: bool = False,
 ) -> SubmissionPage:
     """The caller's submissions, newest first (instructors: `all_users=true` for everyone's)."""
-    ex = get_exercise(session, slug=exercise) if exercise else None
+    ex = visible_exercise(session, slug=exercise, user=user) if exercise else None
     page = service.list_submissions(
         session, user=user, exercise=ex, limit=limit, offset=offset, all_users=all_users
     )
@@ -83,7 +91,12 @@ def list_submissions(
     )
 
 
-@router.post("/submissions/{submission_id}/rescore", response_model=SubmissionCreated)
+@router.post(
+    "/submissions/{submission_id}/rescore",
+    response_model=SubmissionCreated,
+    # 409: it is still being graded.
+    responses=api_errors(401, 403, 404, 409, 422),
+)
 def rescore_submission(
     submission_id: int, user: InstructorUser, session: SessionDep, publish: PublishDep
 ) -> SubmissionCreated:

@@ -23,6 +23,13 @@ from grader.submissions.upload import ReceivedFile
 # Called after commit with (submission_id, queue); returns normally once the broker has it.
 Publish = Callable[[int, str], None]
 
+# Broker priorities (kombu's Redis transport serves 0 first, FIFO within one priority): a
+# student's oldest unfinished submission goes ahead of everyone's later ones, so nobody gets
+# a second grading slot while another student's first submission waits.
+FIRST_IN_LINE = 0
+BEHIND = 9
+_UNFINISHED = (Status.QUEUED.value, Status.RUNNING.value)
+
 # A submission that ended because *we* failed does not use up a student's daily attempt.
 _INFRA = and_(
     Submission.status == Status.ERROR.value,
@@ -63,6 +70,9 @@ def check_can_submit(
 ) -> bool:
     """Raise if the user may not submit now; returns whether the submission will be late."""
     now = now or utcnow()
+    if not exercise.testset_path:
+        # Nothing could grade it: refuse now rather than accept an upload that cannot end.
+        raise Conflict(f"The exercise {exercise.slug!r} has no test set yet.")
     late = exercise.deadline is not None and now > exercise.deadline
     if late:
         policy = LatePolicy(exercise.late_policy)
@@ -99,7 +109,14 @@ def create_submission(
     upload: ReceivedFile,
     publish: Publish,
 ) -> Submission:
-    """Record an accepted, already-stored upload and publish its task after commit."""
+    """Record an accepted upload and publish its task after commit.
+
+    The rules are checked again here under a lock on the student's row, held until the
+    transaction ends: concurrent uploads by one student are admitted one at a time, so they
+    cannot all pass the daily limit (PostgreSQL; SQLite's writers are serialised anyway). The
+    caller stores the file after this returns and before it commits.
+    """
+    lock_student(session, user=user)
     now = utcnow()
     late = check_can_submit(session, user=user, exercise=exercise, now=now)
     submission = Submission(
@@ -121,11 +138,50 @@ def create_submission(
     return submission
 
 
+def lock_student(session: Session, *, user: User) -> None:
+    """Take the student's row lock for the rest of the transaction (SQLite: a no-op, its
+    writers hold the database lock). NO KEY: rows that only reference the user (tokens)
+    are not blocked."""
+    session.execute(select(User.id).where(User.id == user.id).with_for_update(key_share=True)).one()
+
+
+def queue_priority(session: Session, *, submission_id: int) -> int:
+    """FIRST_IN_LINE for the student's oldest unfinished submission on its queue, BEHIND for
+    the others. Decided each time the task is sent (upload, retry, sweeper, rescore)."""
+    row = session.execute(
+        select(Submission.user_id, Exercise.queue)
+        .join(Exercise, Exercise.id == Submission.exercise_id)
+        .where(Submission.id == submission_id)
+    ).first()
+    if row is None:
+        return FIRST_IN_LINE
+    user_id, queue = row
+    earlier = session.scalar(
+        select(Submission.id)
+        .join(Exercise, Exercise.id == Submission.exercise_id)
+        .where(
+            Submission.user_id == user_id,
+            Submission.id < submission_id,
+            Submission.status.in_(_UNFINISHED),
+            Exercise.queue == queue,
+        )
+        .limit(1)
+    )
+    return FIRST_IN_LINE if earlier is None else BEHIND
+
+
 def schedule_publish(session: Session, *, submission_id: int, queue: str, publish: Publish) -> None:
     after_commit(session, lambda: publish(submission_id, queue))
 
 
+# Row ids are 32-bit integers: a larger number names no submission (and PostgreSQL would
+# refuse to compare it with the column).
+MAX_ID = 2**31 - 1
+
+
 def get_submission(session: Session, *, user: User, submission_id: int) -> Submission:
+    if not 1 <= submission_id <= MAX_ID:
+        raise NotFound(f"No submission {submission_id}.")
     submission = session.scalar(
         select(Submission)
         .options(joinedload(Submission.exercise), joinedload(Submission.result))
@@ -156,6 +212,8 @@ def list_submissions(
     if exercise is not None:
         conditions.append(Submission.exercise_id == exercise.id)
     total = session.scalar(select(func.count(Submission.id)).where(*conditions)) or 0
+    if offset > MAX_ID:  # past any row (and beyond what PostgreSQL's OFFSET takes)
+        return Page([], total)
     items = session.scalars(
         select(Submission)
         .options(
@@ -231,23 +289,57 @@ def rescore_submissions(
 
 
 def stale_submissions(
-    session: Session, *, now: datetime, stale_after: timedelta, limit: int = 500
+    session: Session,
+    *,
+    now: datetime,
+    stale_after: timedelta,
+    limit: int = 500,
+    statuses: tuple[Status, ...] = (Status.QUEUED, Status.RUNNING),
 ) -> list[tuple[int, str, str, str | None]]:
-    """(id, queue, status, claimed_by) of submissions whose task may have been lost."""
+    """(id, queue, status, claimed_by) of submissions whose task may have been lost: QUEUED
+    never sent or sent before `now - stale_after`, and every RUNNING one (the caller decides
+    whether its attempt is lost)."""
     cutoff = now - stale_after
+    conditions = []
+    if Status.QUEUED in statuses:
+        conditions.append(
+            and_(
+                Submission.status == Status.QUEUED.value,
+                or_(Submission.sent_at.is_(None), Submission.sent_at < cutoff),
+            )
+        )
+    if Status.RUNNING in statuses:
+        conditions.append(Submission.status == Status.RUNNING.value)
     rows = session.execute(
         select(Submission.id, Exercise.queue, Submission.status, Submission.claimed_by)
         .join(Exercise, Exercise.id == Submission.exercise_id)
-        .where(
-            or_(
-                and_(
-                    Submission.status == Status.QUEUED.value,
-                    or_(Submission.sent_at.is_(None), Submission.sent_at < cutoff),
-                ),
-                Submission.status == Status.RUNNING.value,
-            )
-        )
+        .where(or_(*conditions))
         .order_by(Submission.id)
         .limit(limit)
     )
     return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+def queued_to_check(
+    session: Session, *, sent_before: datetime, overdue_before: datetime, limit: int = 20_000
+) -> tuple[list[tuple[int, str]], list[tuple[int, str, bool]]]:
+    """QUEUED submissions for the sweeper: (never sent: [(id, queue)], sent before
+    `sent_before`: [(id, queue, sent before `overdue_before`)]), oldest first."""
+    rows = session.execute(
+        select(Submission.id, Exercise.queue, Submission.sent_at)
+        .join(Exercise, Exercise.id == Submission.exercise_id)
+        .where(
+            Submission.status == Status.QUEUED.value,
+            or_(Submission.sent_at.is_(None), Submission.sent_at < sent_before),
+        )
+        .order_by(Submission.id)
+        .limit(limit)
+    )
+    never: list[tuple[int, str]] = []
+    sent: list[tuple[int, str, bool]] = []
+    for sid, queue, sent_at in rows:
+        if sent_at is None:
+            never.append((sid, queue))
+        else:
+            sent.append((sid, queue, sent_at < overdue_before))
+    return never, sent

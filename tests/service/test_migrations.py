@@ -78,3 +78,33 @@ def test_upgrade_to_0003_keeps_scores_and_leaves_their_device_unknown(
         rows = conn.execute(sa.text("SELECT submission_id, score, device FROM results")).all()
     engine.dispose()
     assert [tuple(r) for r in rows] == [(1, 329.75, None)]
+
+
+def test_upgrade_to_0004_brings_unbounded_exercise_settings_back(settings: Settings) -> None:
+    upgrade(settings, "0003")
+    engine = sa.create_engine(settings.sqlalchemy_url)
+    postgres = engine.dialect.name == "postgresql"
+    rows = [
+        (1, "'Infinity'" if postgres else "9e999", "1e308", "2000000000"),
+        (2, "'NaN'" if postgres else "-1", "-5", "0"),
+        (3, "50", "30", "5"),
+    ]
+    with engine.begin() as conn:
+        for ex_id, threshold, time_limit, daily in rows:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO exercises (id, slug, title, description, threshold, metric, "
+                    "testset_version, max_model_bytes, time_limit_s, daily_limit, late_policy, "
+                    "queue, leaderboard_visibility, is_published, created_at, updated_at) VALUES "
+                    f"({ex_id}, 'ex{ex_id}', 'Ex', '', {threshold}, 'mse', 1, 1000, {time_limit}, "
+                    f"{daily}, 'reject', 'cpu', 'hidden', true, CURRENT_TIMESTAMP, "
+                    "CURRENT_TIMESTAMP)"
+                )
+            )
+    upgrade(settings, "head")
+    with engine.connect() as conn:
+        got = conn.execute(
+            sa.text("SELECT id, threshold, time_limit_s, daily_limit FROM exercises ORDER BY id")
+        ).all()
+    engine.dispose()
+    assert [tuple(r) for r in got] == [(1, 100, None, None), (2, 100, None, None), (3, 50, 30, 5)]
