@@ -102,7 +102,9 @@ def test_models_are_graded_with_the_same_score_as_grader_evaluate(
             body = live_server.wait_for_submission(client, sid)
             offline = _evaluate(model, small_csv)
             assert body["status"] == offline["status"], (model, body)
-            assert body["score"] == pytest.approx(offline["score"], rel=1e-9, abs=1e-12)
+            # Each run tunes its own plan by timing, so the two can round differently in
+            # float32's last bits: equal within the fidelity bound, not bit for bit.
+            assert body["score"] == pytest.approx(offline["score"], rel=1e-6)
             assert body["result"]["n_images"] == offline["n_images"] == 64
             if model == REFERENCE_MODEL:
                 assert body["status"] == "PASSED" and body["passed"] is True

@@ -6,14 +6,16 @@ from __future__ import annotations
 import re
 import uuid
 from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from grader.auth import service as auth_service
 from grader.auth.models import ApiToken, Role, User
 from grader.config import Settings
 from grader.db import session_scope
+from grader.submissions.models import Submission
 from tests.support.live_server import ADMIN_PASSWORD
 from tests.web.conftest import PASSWORD, browser, csrf_from, log_in, make_user
 
@@ -166,13 +168,27 @@ def test_bidi_and_control_characters_are_shown_as_codes(
             session, username=username, password=PASSWORD, display_name="Eve\u202eevil"
         )
     client = log_in(browser(web_app), username)
-    with linear_model.open("rb") as fh:
-        sent = client.post(
-            "/exercises/web-ex/submissions",
-            files={"file": ("model\u202egnp.pt", fh, "application/octet-stream")},
-            headers={"Accept": "application/json", "X-CSRF-Token": _csrf(client, "/exercises")},
-        )
+
+    def upload(name: str) -> Any:
+        with linear_model.open("rb") as fh:
+            return client.post(
+                "/exercises/web-ex/submissions",
+                files={"file": (name, fh, "application/octet-stream")},
+                headers={"Accept": "application/json",
+                         "X-CSRF-Token": _csrf(client, "/exercises")},
+            )
+
+    # The intake refuses such a name; rows stored before it did are still shown safely.
+    refused = upload("model\u202egnp.pt")
+    assert refused.status_code == 422 and "text-direction" in refused.json()["detail"]
+    sent = upload("model.pt")
     assert sent.status_code == 202, sent.text
+    with session_scope(web_settings.sqlalchemy_url) as session:
+        session.execute(
+            update(Submission)
+            .where(Submission.id == sent.json()["id"])
+            .values(original_filename="model\u202egnp.pt")
+        )
     for path in ("/submissions", sent.json()["url"]):
         text = client.get(path).text
         assert "\u202e" not in text
