@@ -5,10 +5,11 @@
 For each zoo model (tests/support/zoo.py), on the 1000-image demo test set, in one run:
   course    the course's evaluate_model verbatim (load the file, batch-1 loop, grad on)
   plain     the plain module at its best batch size (1, 8, 32 or 128): load + forward passes
-  best      the fastest plan of all (every variant at batch 1, 8 and 32): load + its
-            preparation + forward passes. Each plan is timed on --calibration images after a
-            warm-up and checked against batch 1 there, in a subprocess of its own (oneDNN
-            fusion can segfault); its time for all images is extrapolated from that rate.
+  best      the fastest plan of all (every variant at batch 1, 8 and 32): load + the float
+            input + its preparation and two warm-up calls + forward passes. Each plan is
+            timed on --calibration images and checked against batch 1 there, in a
+            subprocess per family (oneDNN fusion can segfault); its time for all images is
+            extrapolated from that rate.
   engine    grade_model_file through the sandbox (fork, load, tuning, predict, score), with
             the fork server already started, as in a running worker
   tuned     the part of the engine a plan decides: the child's load + reference + tuning +
@@ -62,19 +63,22 @@ def matmul_peak_gflops(threads: int) -> float:
     return 2 * 1024**3 / best / 1e9
 
 
-def _per_image(forward: Any, x: torch.Tensor, batch: int) -> tuple[float, torch.Tensor]:
-    """Seconds per image at `batch` after two warm-up calls, and the outputs."""
+def _per_image(forward: Any, x: torch.Tensor, batch: int) -> tuple[float, float, torch.Tensor]:
+    """Seconds per image at `batch` after two warm-up calls, the warm-up's seconds, and the
+    outputs."""
     pad = (-len(x)) % batch
     xs = torch.cat([x, x[-1:].expand(pad, *x.shape[1:])]) if pad else x
     with torch.inference_mode():
+        start = time.perf_counter()
         for _ in range(2):
             forward(xs[:batch])
+        warm_up = time.perf_counter() - start
         outs = []
         start = time.perf_counter()
         for i in range(0, len(xs), batch):
             outs.append(forward(xs[i : i + batch]).reshape(-1, 15, 2))
         elapsed = time.perf_counter() - start
-    return elapsed / len(xs), torch.cat(outs)[: len(x)]
+    return elapsed / len(xs), warm_up, torch.cat(outs)[: len(x)]
 
 
 def measure_plans(path: Path, n_calibration: int, threads: int, kind: str) -> dict[str, Any]:
@@ -87,10 +91,14 @@ def measure_plans(path: Path, n_calibration: int, threads: int, kind: str) -> di
     torch.set_num_threads(threads)
     settings = get_settings()
     test_set = load_test_set(demo_test_set_path(settings), cache_dir=settings.cache_dir)
+    start = time.perf_counter()
+    images_to_tensor(test_set.images)
+    convert = time.perf_counter() - start
     x = images_to_tensor(test_set.images[:n_calibration])
     start = time.perf_counter()
     model = torch.jit.load(str(path)).eval()
-    out: dict[str, Any] = {"load_s": time.perf_counter() - start}
+    # What any plan pays before its first image: the file, and the float input.
+    out: dict[str, Any] = {"load_s": time.perf_counter() - start + convert}
     with torch.inference_mode():
         reference = torch.cat([model(x[i : i + 1]).reshape(-1, 15, 2) for i in range(len(x))])
     variants = ["plain"] if kind == "plain" else list(VARIANTS)
@@ -107,8 +115,8 @@ def measure_plans(path: Path, n_calibration: int, threads: int, kind: str) -> di
                 xb = x.contiguous(memory_format=torch.channels_last) if (
                     variant == "channels_last"
                 ) else x
-                per_image, got = _per_image(forward, xb, batch)
-                out[key] = {"prep_s": prep, "per_image_s": per_image,
+                per_image, warm_up, got = _per_image(forward, xb, batch)
+                out[key] = {"prep_s": prep + warm_up, "per_image_s": per_image,
                             "ok": agrees(got, reference)}
             except Exception as exc:
                 out[key] = {"error": f"{type(exc).__name__}"}

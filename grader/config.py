@@ -35,7 +35,9 @@ class Settings(BaseSettings):
 
     # Grading
     device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
-    batch_size: int = 8
+    # The largest batch an execution plan may use (grading/tuner.py picks the batch per
+    # model, by measurement: 1, 8 or 32 on a CPU, up to 128 on a GPU).
+    batch_size: int = Field(default=128, ge=1, le=4096)
     default_threshold: float = 100.0
     default_max_model_bytes: int = 20 * 1024 * 1024
     default_time_limit_s: float = 120.0

@@ -31,7 +31,9 @@ def _fail_input(message: str) -> NoReturn:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Where the model runs.")
 @click.option("--threshold", type=float, help="Passing score (default: 100).")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Prediction batch size.")
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), help="Largest batch the execution plan may use."
+)
 @click.option("--max-model-mb", type=float, help="Largest model file accepted (default: 20).")
 @click.option(
     "--time-limit",

@@ -198,14 +198,18 @@ def predict_with_plan(
     it to try every candidate); plans like one in `avoid` are not tried; `announce` is called
     with each plan before it first runs."""
     threads = threads or torch.get_num_threads()
+    report = TuningReport(plan=Plan("plain", 1, threads))
+    clock = time.perf_counter()
     x = images_to_tensor(images).to(device)
     n = x.shape[0]
-    report = TuningReport(plan=Plan("plain", 1, threads))
+    report.convert_s = time.perf_counter() - clock
     if n == 0:
         return np.empty((0, 15, 2), dtype=np.float32), report
     with torch.inference_mode():
         model.eval()
+        clock = time.perf_counter()
         reference, reference_s = _timed_batch1(model, x[: min(n, REFERENCE_IMAGES)])
+        report.reference_s = time.perf_counter() - clock
         tuner = Tuner(
             model, x, reference=reference, reference_s=reference_s, run_batch=_run,
             batch1=lambda xs, first: _batch1(model, xs, first=first), threads=threads,
@@ -220,10 +224,12 @@ def predict_with_plan(
         report.reference_images = head.shape[0]
         if announce is not None and best.plan.variant != "plain":
             announce(best.plan)
+        clock = time.perf_counter()
         outs, done = _run_plan(best, x[head.shape[0] :])
         start = head.shape[0] + done
         if start < n:  # a batch failed: the course's way for the rest names any real error
             outs.append(_batch1(model, x[start:], first=start))
+        report.run_s = time.perf_counter() - clock
         report.prepared = best
         return torch.cat([head, *outs]).numpy(), report
 

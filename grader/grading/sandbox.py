@@ -510,7 +510,8 @@ def predict_in_sandbox(
 
 _CHILD_TIMINGS = {"setup_s": "child_setup_s", "load_s": "child_load_s",
                   "predict_s": "child_predict_s", "tuning_s": "child_tuning_s",
-                  "preview_s": "child_preview_s"}
+                  "convert_s": "child_convert_s", "reference_s": "child_reference_s",
+                  "run_s": "child_run_s"}
 
 
 def _known_timings(raw: dict[str, Any]) -> dict[str, float]:

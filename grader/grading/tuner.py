@@ -34,6 +34,10 @@ TUNING_SHARE = 0.15
 # Below this much predict time ahead, no candidate can pay for its own preparation.
 MIN_WORK_S = 0.02
 _WARMUP_RUNS = 2  # the profiling executor profiles on the first call and optimises on the second
+# Below this per-image time (plain, batch 1) a call's own overhead dominates: start at batch 32.
+_SMALL_MODEL_S = 0.0007
+_CHEAP_SHARE = 0.01
+_FIRST_SHARE = 0.5
 _CLOSE = 1.1  # a candidate within 10 % of the best is timed a second time
 # Preparation (and, for fusion, compilation in the warm-up runs) in units of one freeze.
 _PREP_FACTOR = {"plain": 0.0, "frozen": 1.0, "channels_last": 1.5, "optimized": 2.0, "fused": 3.0}
@@ -72,7 +76,10 @@ class Prepared:
 @dataclass
 class TuningReport:
     plan: Plan
+    convert_s: float = 0.0  # uint8 images to the model's float input
+    reference_s: float = 0.0  # the first images, the course's way (plain, batch 1)
     tuning_s: float = 0.0
+    run_s: float = 0.0  # the rest, with the chosen plan
     reference_images: int = 0
     trials: list[Trial] = field(default_factory=list)
     prepared: Prepared | None = None  # the chosen plan, ready to run more images
@@ -176,24 +183,31 @@ class Tuner:
 
     def _candidates(self) -> Iterator[Plan]:
         """In the order they most often win (BENCHMARKS.md, the zoo table): each one tried
-        lowers the budget left for the rest, so the likely winners go first."""
+        lowers the budget left for the rest, so the likely winners go first. Then the
+        winner at the other batch sizes (batch 1 wins where activations outgrow the cache,
+        32 where a call costs more than its arithmetic), then at one thread."""
         t = self.threads
-        if self.on_cpu:
-            size = min(8, self.max_batch) if self.batch_ok else 1
-            for variant in ("fused", "optimized", "channels_last", "plain", "frozen"):
-                yield Plan(variant, size, t)
-            if self.batch_ok and self.max_batch >= 32:
-                yield Plan(self.best.plan.variant, 32, t)
-            if t > 1:
-                # Two threads lose to one on small batches, and whenever another process
-                # takes the second core: worth one timed check of the winner.
-                yield Plan(self.best.plan.variant, self.best.plan.batch_size, 1)
-        else:
+        if not self.on_cpu:
             for batch in (32, 128):
                 if self.batch_ok and batch <= self.max_batch:
                     yield Plan("plain", batch, t)
             for variant in ("frozen", "optimized"):
                 yield Plan(variant, self.best.plan.batch_size, t)
+            return
+        first = 1
+        if self.batch_ok:
+            small = self.reference_per_image_s < _SMALL_MODEL_S and self.max_batch >= 32
+            first = 32 if small else min(8, self.max_batch)
+        for variant in ("fused", "optimized", "channels_last", "plain", "frozen"):
+            yield Plan(variant, first, t)
+        if self.batch_ok:
+            for batch in (32, 8, 1):
+                if batch <= self.max_batch:
+                    yield Plan(self.best.plan.variant, batch, t)
+        if t > 1:
+            # Two threads lose to one on small batches, and whenever another process takes
+            # the second core: worth one timed check of the winner.
+            yield Plan(self.best.plan.variant, self.best.plan.batch_size, 1)
 
     def tune(self, hint: Plan | None = None) -> Prepared:
         """The fastest verified plan. A `hint` (the plan chosen when this file was graded
@@ -210,13 +224,26 @@ class Tuner:
         for plan in self._candidates():
             if plan in seen or (plan.batch_size > 1 and not self.batch_ok) or self._avoided(plan):
                 continue
-            seen.add(plan)
-            ahead = self._ahead_s() * self.share / TUNING_SHARE
-            if ahead < MIN_WORK_S or self._estimate_s(plan) > self._budget_left_s():
+            if self._worth_trying(plan, first=len(seen) == 1):
+                self._try(plan, budgeted=True)
+            else:
                 self.trials.append(Trial(plan, "skipped"))
-                continue
-            self._try(plan, budgeted=True)
+            seen.add(plan)
         return self.best
+
+    def _worth_trying(self, plan: Plan, *, first: bool) -> bool:
+        ahead = self._ahead_s()
+        if ahead < MIN_WORK_S * TUNING_SHARE / self.share:
+            return False
+        estimate = self._estimate_s(plan)
+        if estimate <= self._budget_left_s():
+            return True
+        if first:
+            # The likeliest winner may cost up to half the work ahead: small models gain 3-5x
+            # from it, while their whole budget would not pay for its compilation.
+            return estimate <= _FIRST_SHARE * ahead
+        # A check that costs under 1 % of the work ahead is worth it whatever is left.
+        return estimate < _CHEAP_SHARE * ahead
 
     def _avoided(self, plan: Plan) -> bool:
         return (plan.variant, plan.batch_size > 1) in self.avoid

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import click
 
@@ -54,7 +55,10 @@ def serve_command(host: str | None, port: int | None, no_worker: bool) -> None:
 
 @click.command("worker")
 @click.option("--queues", default="cpu", show_default=True, help="cpu, gpu or cpu,gpu")
-@click.option("--concurrency", default=None, type=int, help="Grading processes (default 1).")
+@click.option(
+    "--concurrency", default=None, type=int,
+    help="Grading processes (default GRADER_WORKER_CONCURRENCY).",
+)
 @click.option("--loglevel", default="INFO", show_default=True)
 def worker_command(queues: str, concurrency: int | None, loglevel: str) -> None:
     """Run a Celery grading worker consuming QUEUES."""
@@ -63,6 +67,13 @@ def worker_command(queues: str, concurrency: int | None, loglevel: str) -> None:
             raise click.BadParameter(f"unknown queue {queue!r}", param_hint="--queues")
     settings = get_settings()
     _require_usable_device(settings.device)
+    if concurrency is not None and concurrency != settings.worker_concurrency:
+        # The pool's processes read the same Settings: their sandbox thread count is the
+        # cores divided by this concurrency, so the two must agree (else 2 processes x 2
+        # threads fight over 2 cores).
+        os.environ["GRADER_WORKER_CONCURRENCY"] = str(concurrency)
+        get_settings.cache_clear()
+        settings = get_settings()
     # The CLI is the one place grader starts worker code; the API only sends tasks by name.
     from worker.celery_app import app
 
@@ -70,7 +81,7 @@ def worker_command(queues: str, concurrency: int | None, loglevel: str) -> None:
         [
             "worker",
             "--queues", queues,
-            "--concurrency", str(concurrency or settings.worker_concurrency),
+            "--concurrency", str(settings.worker_concurrency),
             "--pool", "prefork",
             "--hostname", f"grader-{queues.replace(',', '-')}@%h",
             "--loglevel", loglevel,

