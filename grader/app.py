@@ -81,7 +81,14 @@ class SecurityHeaders:
 
 
 def make_publish(settings: Settings, publisher: Publisher) -> Publish:
-    def publish(submission_id: int, queue: str) -> None:
+    def publish(submission_id: int, queue: str, *, preflight: bool = False) -> None:
+        if preflight:
+            try:
+                publisher.send_preflight(submission_id, queue=queue)
+            except Exception as exc:
+                # Only the early verdict is lost: the grading still sends it, and the
+                # grading's own verdict follows.
+                logger.warning("could not send the pre-flight of %s (%s)", submission_id, exc)
         try:
             publisher.send_grade(submission_id, queue=queue)
         except Exception as exc:

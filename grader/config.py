@@ -83,6 +83,19 @@ class Settings(BaseSettings):
     # Far below stale_after_s, which still applies where the broker cannot be inspected.
     queued_check_after_s: float = Field(default=60.0, gt=0)
 
+    # --- Pre-flight at upload (submissions/preflight.py) ---------------------------------------
+    # Each upload is also loaded and run on a few public faces by a worker's pre-flight process
+    # (queue "<queue>-preflight"), so LOAD_ERROR, BAD_OUTPUT and NON_FINITE reach the student
+    # at once instead of after the grading queue.
+    preflight_enabled: bool = True
+    preflight_time_limit_s: float = Field(default=30.0, gt=0, le=600)
+    # A pre-flight that could not start this soon after its upload is skipped: its point is
+    # an answer within seconds, and in a rush the pre-flight queue must not grow without end.
+    preflight_max_wait_s: float = Field(default=20.0, gt=0)
+    # Failed pre-flights do not use up the daily limit; this many a day per student and
+    # exercise do (so a broken-model loop cannot keep a pre-flight process busy).
+    preflight_failures_per_day: int = Field(default=30, ge=1)
+
     @model_validator(mode="after")
     def _refuse_default_secret_outside_local(self) -> Settings:
         if self.environment == "production" and self.secret_key == DEFAULT_SECRET:

@@ -17,7 +17,7 @@ import numpy as np
 
 from grader.config import Settings
 from grader.grading.failures import FailureKind, GradingFailure
-from grader.grading.metrics import score_predictions
+from grader.grading.metrics import check_finite, score_predictions
 from grader.grading.plans import Plan
 from grader.grading.sandbox import SandboxLimits, SandboxRun
 from grader.grading.testsets import TestSet
@@ -190,3 +190,64 @@ def grade_model_file(
         trials=run.trials,
         preview=run.preview,
     )
+
+
+@dataclass
+class PreflightOutcome:
+    """The quick check at upload. `status` is PASSED or a FailureKind value."""
+
+    status: str
+    message: str | None
+    # True: the model fails (or answers differently) on a batch; it is graded one image at
+    # a time. None when the check did not get that far.
+    batch_one_only: bool | None
+    seconds: float
+
+    @property
+    def failure_kind(self) -> FailureKind | None:
+        return None if self.status == PASSED else FailureKind(self.status)
+
+
+def preflight_model_file(
+    model_path: Path,
+    images: np.ndarray,
+    *,
+    max_model_bytes: int,
+    settings: Settings,
+    time_limit_s: float,
+) -> PreflightOutcome:
+    """Load the model and run it on a few public images, in the sandbox: the failures a
+    student should hear about at once (LOAD_ERROR, BAD_OUTPUT, NON_FINITE) without waiting
+    in the grading queue. Never raises for a student's fault."""
+    started = time.perf_counter()
+
+    def done(status: str, message: str | None, batch_one_only: bool | None) -> PreflightOutcome:
+        return PreflightOutcome(status, message, batch_one_only, time.perf_counter() - started)
+
+    try:
+        size = Path(model_path).stat().st_size
+        if size > max_model_bytes:
+            raise GradingFailure(
+                FailureKind.TOO_LARGE,
+                f"{size / 1e6:.1f} MB, the limit is {max_model_bytes / 1e6:.1f} MB",
+            )
+        if settings.sandbox_enabled:
+            from grader.grading.sandbox import run_in_sandbox
+
+            run = run_in_sandbox(
+                model_path, images, device=settings.device, batch_size=len(images),
+                limits=sandbox_limits(settings, time_limit_s=time_limit_s), preflight=True,
+            )
+            predictions, batch_ok = run.predictions, run.batch_ok
+        else:  # tests and benchmarks only: the model runs in this process
+            from grader.grading.predict import load_model, preflight
+
+            model = load_model(model_path, device=settings.device)
+            predictions, batch_ok = preflight(model, images, device=settings.device)
+        check_finite(predictions, images="sample face")
+    except GradingFailure as failure:
+        return done(str(failure.kind), failure.message, None)
+    except Exception as exc:
+        log.exception("pre-flight of %s failed inside the grader", model_path)
+        return done(str(FailureKind.INFRA_ERROR), f"{type(exc).__name__}: {exc}", None)
+    return done(PASSED, None, None if batch_ok is None else not batch_ok)

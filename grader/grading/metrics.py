@@ -37,6 +37,19 @@ def score_from_mean_mse(mean_mse: float) -> float:
     return 1.0 / (2.0 * mean_mse)
 
 
+def check_finite(predictions: np.ndarray, *, images: str = "image") -> None:
+    """NON_FINITE, naming the first image and keypoint, unless every value is finite."""
+    pred = np.asarray(predictions)
+    finite = np.isfinite(pred)
+    if not finite.all():
+        image, keypoint, _ = np.argwhere(~finite)[0]
+        raise GradingFailure(
+            FailureKind.NON_FINITE,
+            f"first at {images} {int(image) + 1}, {KEYPOINT_NAMES[int(keypoint)]}: "
+            f"{float(pred[image, keypoint][~finite[image, keypoint]][0])}",
+        )
+
+
 def score_predictions(
     predictions: np.ndarray, keypoints: np.ndarray, *, threshold: float
 ) -> ScoreReport:
@@ -50,14 +63,7 @@ def score_predictions(
         )
     if len(truth) == 0:
         raise ValueError("cannot score an empty test set")
-    finite = np.isfinite(pred)
-    if not finite.all():
-        image, keypoint, _ = np.argwhere(~finite)[0]
-        raise GradingFailure(
-            FailureKind.NON_FINITE,
-            f"first at image {int(image) + 1}, {KEYPOINT_NAMES[int(keypoint)]}: "
-            f"{float(pred[image, keypoint][~finite[image, keypoint]][0])}",
-        )
+    check_finite(pred)
     squared = (pred.astype(np.float64) - truth.astype(np.float64)) ** 2
     per_image_mse = squared.reshape(len(truth), -1).mean(axis=1)
     mean_mse = float(per_image_mse.mean())

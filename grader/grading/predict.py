@@ -28,6 +28,7 @@ from grader.grading.tuner import (
     Prepared,
     Tuner,
     TuningReport,
+    agrees,
 )
 
 N_VALUES = 30
@@ -232,6 +233,23 @@ def predict_with_plan(
         report.run_s = time.perf_counter() - clock
         report.prepared = best
         return torch.cat([head, *outs]).numpy(), report
+
+
+def preflight(
+    model: torch.jit.ScriptModule, images: np.ndarray, *, device: str
+) -> tuple[np.ndarray, bool]:
+    """The quick check at upload: the course's way on a few public images (any error is the
+    model's), then the same images as one batch. Returns the predictions and whether the
+    model also works on a batch (False: it will be graded one image at a time)."""
+    x = images_to_tensor(images).to(device)
+    with torch.inference_mode():
+        model.eval()
+        reference = _batch1(model, x)
+        try:
+            batched = _run(model, x)
+        except Exception:
+            return reference.numpy(), False
+        return reference.numpy(), x.shape[0] > 1 and agrees(batched, reference)
 
 
 def predict_preview(report: TuningReport, images: np.ndarray, *, device: str) -> np.ndarray | None:

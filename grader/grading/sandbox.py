@@ -64,6 +64,8 @@ class SandboxRun:
     timings: dict[str, float] = field(default_factory=dict)
     # Plans that crashed the child while it tried them; the run was repeated without them.
     crashed: tuple[Plan, ...] = ()
+    # Pre-flight only: whether the model also answered the same on the images as one batch.
+    batch_ok: bool | None = None
 
 
 class _ZygoteGone(Exception):
@@ -143,7 +145,10 @@ class Sandbox:
         ready, _, _ = select.select([self._sock], [], [], max(remaining, 0))
         if not ready:
             raise _ZygoteGone("the fork server did not answer in time")
-        data = self._sock.recv(_MAX_JSON)
+        try:
+            data = self._sock.recv(_MAX_JSON)
+        except OSError as exc:
+            raise _ZygoteGone(f"the fork server's socket failed: {exc}") from None
         if not data:
             raise _ZygoteGone("the fork server exited")
         message: dict[str, Any] = json.loads(data)
@@ -154,12 +159,13 @@ class Sandbox:
     def run(
         self, model_path: Path, images: np.ndarray, *, device: str, batch_size: int,
         limits: SandboxLimits, plan_hint: Plan | None = None,
-        preview_images: np.ndarray | None = None,
+        preview_images: np.ndarray | None = None, preflight: bool = False,
     ) -> SandboxRun:
-        """`batch_size` is the largest batch the child's plan may use."""
+        """`batch_size` is the largest batch the child's plan may use. `preflight`: the quick
+        check at upload (no tuning; the images once at batch 1, then as one batch)."""
         images = _checked_images(images)
         preview = None if preview_images is None else _checked_images(preview_images)
-        job = _Job(images, preview, device, batch_size, limits, plan_hint)
+        job = _Job(images, preview, device, batch_size, limits, plan_hint, preflight=preflight)
         started = time.monotonic()
         with self._lock:
             for _ in range(_CRASH_RETRIES):
@@ -236,6 +242,7 @@ class Sandbox:
             "time_limit_s": limits.time_limit_s, "probe": probe,
             "plan_hint": job.plan_hint.to_dict() if job.plan_hint else None,
             "avoid": [plan.to_dict() for plan in job.avoid],
+            "preflight": job.preflight,
         }
         t0 = time.perf_counter()
         try:
@@ -278,6 +285,7 @@ class Sandbox:
             trials=_checked_trials(info.get("trials")),
             preview=_preview(frames.get(b"P"), n_preview),
             timings=_known_timings(timings),
+            batch_ok=info.get("batch_ok") if isinstance(info.get("batch_ok"), bool) else None,
         )
 
 
@@ -290,6 +298,7 @@ class _Job:
     limits: SandboxLimits
     plan_hint: Plan | None = None
     avoid: tuple[Plan, ...] = ()
+    preflight: bool = False
 
 
 _MAX_TRIAL_FRAME = 256
@@ -486,11 +495,12 @@ def run_in_sandbox(
     limits: SandboxLimits,
     plan_hint: Plan | None = None,
     preview_images: np.ndarray | None = None,
+    preflight: bool = False,
 ) -> SandboxRun:
     """Run the model at `model_path` confined: predictions float32 (N, 15, 2), and more."""
     return _default.run(
         model_path, images, device=device, batch_size=batch_size, limits=limits,
-        plan_hint=plan_hint, preview_images=preview_images,
+        plan_hint=plan_hint, preview_images=preview_images, preflight=preflight,
     )
 
 

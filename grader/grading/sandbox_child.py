@@ -56,6 +56,7 @@ class ChildRequest:
     n_preview: int = 0
     plan_hint: dict[str, Any] | None = None
     avoid: tuple[dict[str, Any], ...] = ()
+    preflight: bool = False
 
     @classmethod
     def from_json(cls, raw: dict[str, Any], *, zygote_pid: int) -> ChildRequest:
@@ -70,6 +71,7 @@ class ChildRequest:
             n_preview=int(raw.get("n_preview") or 0),
             plan_hint=raw.get("plan_hint") if isinstance(raw.get("plan_hint"), dict) else None,
             avoid=tuple(a for a in raw.get("avoid") or () if isinstance(a, dict)),
+            preflight=bool(raw.get("preflight", False)),
         )
 
 
@@ -241,6 +243,56 @@ def _send_preview(result_fd: int, report: Any, faces: Any, req: ChildRequest) ->
         pass
 
 
+def _grade(
+    result_fd: int, model: Any, images: Any, req: ChildRequest, info: dict[str, Any]
+) -> None:
+    """The test images with a tuned plan (`R`), then the preview faces with it (`P`)."""
+    from grader.grading.plans import Plan
+    from grader.grading.predict import predict_with_plan
+
+    t1 = time.perf_counter()
+    predictions, report = predict_with_plan(
+        model, images[: req.n_images], device=req.device, max_batch=req.batch_size,
+        threads=req.threads, hint=Plan.from_dict(req.plan_hint),
+        avoid=[p for a in req.avoid if (p := Plan.from_dict(a)) is not None],
+        # Each trial is announced first: if one kills the process, the parent runs the
+        # model again without it (see sandbox._TrialCrashed).
+        announce=lambda plan: send_json(result_fd, b"C", {"plan": plan.to_dict()}),
+    )
+    info.update(
+        predict_s=time.perf_counter() - t1, tuning_s=report.tuning_s,
+        convert_s=report.convert_s, reference_s=report.reference_s, run_s=report.run_s,
+        plan=report.plan.to_dict(), trials=[t.to_dict() for t in report.trials],
+    )
+    send_json(result_fd, b"T", info)
+    _send_predictions(result_fd, predictions, req.n_images)
+    if req.n_preview:
+        _send_preview(result_fd, report, images[req.n_images :], req)
+
+
+def _preflight(
+    result_fd: int, model: Any, images: Any, req: ChildRequest, info: dict[str, Any]
+) -> None:
+    """The check at upload: a few public faces the course's way, then as one batch."""
+    from grader.grading.predict import preflight
+
+    t1 = time.perf_counter()
+    predictions, batch_ok = preflight(model, images[: req.n_images], device=req.device)
+    info.update(predict_s=time.perf_counter() - t1, batch_ok=batch_ok)
+    send_json(result_fd, b"T", info)
+    _send_predictions(result_fd, predictions, req.n_images)
+
+
+def _send_predictions(result_fd: int, predictions: Any, n: int) -> None:
+    import numpy as np
+
+    if tuple(predictions.shape) != (n, 15, 2):
+        raise GradingFailure(
+            FailureKind.BAD_OUTPUT, f"predictions of shape {predictions.shape}, not {(n, 15, 2)}"
+        )
+    send(result_fd, b"R", np.ascontiguousarray(predictions, dtype="<f4").tobytes())
+
+
 def run(raw_request: dict[str, Any], *, zygote_pid: int, images_fd: int, model_fd: int,
         result_fd: int) -> NoReturn:
     """Entry point in the freshly forked child. Never returns."""
@@ -276,8 +328,7 @@ def run(raw_request: dict[str, Any], *, zygote_pid: int, images_fd: int, model_f
             send_json(result_fd, b"T", info)
             os._exit(0)
         send(result_fd, b"S", b"")
-        from grader.grading.plans import Plan
-        from grader.grading.predict import load_model, predict_with_plan
+        from grader.grading.predict import load_model
 
         t0 = time.perf_counter()
         model = load_model(Path(model_path), device=req.device)
@@ -287,31 +338,8 @@ def run(raw_request: dict[str, Any], *, zygote_pid: int, images_fd: int, model_f
                 FailureKind.SANDBOX_VIOLATION,
                 f"the model's code calls {', '.join(ops)}: models may not read or write files",
             )
-        predictions, report = predict_with_plan(
-            model, images[: req.n_images], device=req.device, max_batch=req.batch_size,
-            threads=req.threads, hint=Plan.from_dict(req.plan_hint),
-            avoid=[p for a in req.avoid if (p := Plan.from_dict(a)) is not None],
-            # Each trial is announced first: if one kills the process, the parent runs the
-            # model again without it (see sandbox._TrialCrashed).
-            announce=lambda plan: send_json(result_fd, b"C", {"plan": plan.to_dict()}),
-        )
-        t2 = time.perf_counter()
-        info.update(
-            setup_s=t0 - started, load_s=t1 - t0, predict_s=t2 - t1, tuning_s=report.tuning_s,
-            convert_s=report.convert_s, reference_s=report.reference_s, run_s=report.run_s,
-            plan=report.plan.to_dict(), trials=[t.to_dict() for t in report.trials],
-        )
-        send_json(result_fd, b"T", info)
-        expected = (req.n_images, 15, 2)
-        if tuple(predictions.shape) != expected:
-            raise GradingFailure(
-                FailureKind.BAD_OUTPUT, f"predictions of shape {predictions.shape}, not {expected}"
-            )
-        import numpy as np
-
-        send(result_fd, b"R", np.ascontiguousarray(predictions, dtype="<f4").tobytes())
-        if req.n_preview:
-            _send_preview(result_fd, report, images[req.n_images :], req)
+        info.update(setup_s=t0 - started, load_s=t1 - t0)
+        (_preflight if req.preflight else _grade)(result_fd, model, images, req, info)
     except BaseException as exc:  # noqa: B036 - everything becomes a named failure
         kind, detail = classify(exc)
         try:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 
 import click
 
 from grader.config import get_settings
+from grader.runtime.processes import spawn, stop
 
 
 def _require_usable_device(device: str) -> None:
@@ -61,9 +64,11 @@ def serve_command(host: str | None, port: int | None, no_worker: bool) -> None:
 )
 @click.option("--loglevel", default="INFO", show_default=True)
 def worker_command(queues: str, concurrency: int | None, loglevel: str) -> None:
-    """Run a Celery grading worker consuming QUEUES."""
-    for queue in queues.split(","):
-        if queue not in ("cpu", "gpu"):
+    """Run a Celery grading worker consuming QUEUES (and, in a process of its own, their
+    pre-flights)."""
+    names = queues.split(",")
+    for queue in names:
+        if queue.removesuffix("-preflight") not in ("cpu", "gpu"):
             raise click.BadParameter(f"unknown queue {queue!r}", param_hint="--queues")
     settings = get_settings()
     _require_usable_device(settings.device)
@@ -77,19 +82,43 @@ def worker_command(queues: str, concurrency: int | None, loglevel: str) -> None:
     # The CLI is the one place grader starts worker code; the API only sends tasks by name.
     from worker.celery_app import app
 
-    app.worker_main(
-        [
-            "worker",
-            "--queues", queues,
-            "--concurrency", str(settings.worker_concurrency),
-            "--pool", "prefork",
-            "--hostname", f"grader-{queues.replace(',', '-')}@%h",
-            "--loglevel", loglevel,
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ]
-    )  # fmt: skip
+    graded = [q for q in names if not q.endswith("-preflight")]
+    helper = None
+    if settings.preflight_enabled and graded:
+        helper = _start_preflight_process(graded, loglevel)
+    try:
+        app.worker_main(_celery_argv(queues, settings.worker_concurrency, loglevel))
+    finally:
+        if helper is not None:
+            stop(helper, timeout=15)
+
+
+def _start_preflight_process(queues: list[str], loglevel: str) -> subprocess.Popen[bytes]:
+    """A one-slot worker for the pre-flights of `queues`: it answers within a second or two
+    of an upload however long the grading queue is, on one thread, so the gradings keep the
+    cores."""
+    from grader.runtime.queue import preflight_queue
+
+    env = dict(os.environ, GRADER_WORKER_CONCURRENCY="1", GRADER_SANDBOX_THREADS="1")
+    argv = [
+        sys.executable, "-c", "from grader.cli import main; main()", "worker",
+        "--queues", ",".join(preflight_queue(q) for q in queues), "--loglevel", loglevel,
+    ]
+    return spawn(argv, env=env)
+
+
+def _celery_argv(queues: str, concurrency: int, loglevel: str) -> list[str]:
+    return [
+        "worker",
+        "--queues", queues,
+        "--concurrency", str(concurrency),
+        "--pool", "prefork",
+        "--hostname", f"grader-{queues.replace(',', '-')}@%h",
+        "--loglevel", loglevel,
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]  # fmt: skip
 
 
 @click.command("migrate")

@@ -17,6 +17,13 @@ from grader.config import Settings
 from grader.db import session_scope
 
 GRADE_TASK = "grader.grade_submission"
+PREFLIGHT_TASK = "grader.preflight_submission"
+
+
+def preflight_queue(queue: str) -> str:
+    """The queue of pre-flights for the exercises graded on `queue` (each worker serves it
+    from a process of its own, so a pre-flight never waits behind a grading)."""
+    return f"{queue}-preflight"
 logger = logging.getLogger(__name__)
 
 
@@ -35,6 +42,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # Each pool process starts its sandbox fork server while it starts (worker/signals.py):
+        # ~1 s, several on a busy machine, beyond Celery's default 4 s.
+        "worker_proc_alive_timeout": 120,
         "task_time_limit": hard_limit,
         "task_soft_time_limit": max(hard_limit - 30, 1),
         "task_default_queue": "cpu",
@@ -76,6 +86,9 @@ class Publisher:
         if priority is None:
             priority = self._priority(submission_id)
         self.app.send_task(GRADE_TASK, args=[submission_id], queue=queue, priority=priority)
+
+    def send_preflight(self, submission_id: int, *, queue: str) -> None:
+        self.app.send_task(PREFLIGHT_TASK, args=[submission_id], queue=preflight_queue(queue))
 
     def _priority(self, submission_id: int) -> int:
         from grader.submissions.service import FIRST_IN_LINE, queue_priority

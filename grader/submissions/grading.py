@@ -17,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,7 +28,7 @@ from grader.exercises.models import Exercise
 from grader.exercises.service import max_time_limit_s
 from grader.grading.failures import STUDENT_MESSAGES, FailureKind
 from grader.submissions import plans
-from grader.submissions.models import TERMINAL, Result, Status, Submission
+from grader.submissions.models import TERMINAL, Preflight, Result, Status, Submission
 from grader.submissions.preview import preview_pixels, public_faces
 from grader.submissions.upload import model_storage_path
 
@@ -141,6 +141,14 @@ def _take(settings: Settings, submission_id: int, *, me: str) -> bool:
                 attempts=Submission.attempts + 1,
                 claimed_by=me,
                 started_at=utcnow(),
+                # A pre-flight still waiting is moot now: the grading's verdict counts.
+                preflight_status=case(
+                    (
+                        Submission.preflight_status == Preflight.PENDING.value,
+                        Preflight.SKIPPED.value,
+                    ),
+                    else_=Submission.preflight_status,
+                ),
             )
         )
         return bool(claimed.rowcount == 1)  # type: ignore[attr-defined]

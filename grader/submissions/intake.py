@@ -31,9 +31,9 @@ from grader.submissions.upload import (
 )
 
 
-def _admit(session: Session, *, user: User, slug: str) -> Exercise:
+def _admit(session: Session, *, user: User, slug: str, settings: Settings) -> Exercise:
     exercise = visible_exercise(session, slug=slug, user=user)
-    service.check_can_submit(session, user=user, exercise=exercise)
+    service.check_can_submit(session, user=user, exercise=exercise, settings=settings)
     # End the admission transaction now (same hop): no connection or lock is held while a slow
     # client streams its body (a deadline rush would otherwise exhaust the pool).
     session.commit()
@@ -60,7 +60,8 @@ def _accept(
         # Locks the student's row and re-checks the rules; raises (429, 409, 403) before
         # anything is stored.
         submission = service.create_submission(
-            session, user=user, exercise=exercise, upload=received, publish=publish
+            session, user=user, exercise=exercise, upload=received, publish=publish,
+            settings=settings,
         )
         store_content_addressed(received, uploads_dir=settings.uploads_dir)
         # Commit in this thread hop (see begin_write); the task is published right after.
@@ -84,7 +85,9 @@ async def take_upload(
     publish: Publish,
 ) -> int:
     """Admit, receive and accept one upload; returns the new submission's id."""
-    exercise = await run_in_threadpool(_admit, session, user=user, slug=slug)
+    exercise = await run_in_threadpool(
+        _admit, session, user=user, slug=slug, settings=settings
+    )
     received = await receive_model_upload(
         request, max_bytes=exercise.max_model_bytes, tmp_dir=settings.uploads_dir / ".incoming"
     )

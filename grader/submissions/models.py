@@ -33,6 +33,15 @@ class Status(StrEnum):
 TERMINAL = (Status.PASSED.value, Status.FAILED.value, Status.ERROR.value)
 
 
+class Preflight(StrEnum):
+    """Where the quick check at upload stands; a failure is stored as its FailureKind."""
+
+    PENDING = "PENDING"
+    PASSED = "PASSED"
+    # Grading began before the check ran: the grading's own verdict is the one that counts.
+    SKIPPED = "SKIPPED"
+
+
 class Submission(Base):
     __tablename__ = "submissions"
     __table_args__ = (
@@ -58,6 +67,11 @@ class Submission(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # The pre-flight at upload (submissions/preflight.py): NULL when none was asked for.
+    preflight_status: Mapped[str | None] = mapped_column(String(32), default=None)
+    preflight_message: Mapped[str | None] = mapped_column(Text, default=None)
+    preflight_batch_one_only: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    preflight_finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
     user: Mapped[User] = relationship()
     exercise: Mapped[Exercise] = relationship()

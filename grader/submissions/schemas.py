@@ -28,6 +28,28 @@ class ResultOut(BaseModel):
     created_at: datetime
 
 
+class PreflightOut(BaseModel):
+    """The quick check at upload: PENDING, PASSED, SKIPPED (grading began first) or the
+    failure's kind (LOAD_ERROR, BAD_OUTPUT, NON_FINITE end the submission at once)."""
+
+    status: str
+    message: str | None
+    # The model fails (or answers differently) on a batch: it is graded one image at a time.
+    batch_one_only: bool | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, sub: Submission) -> PreflightOut | None:
+        if sub.preflight_status is None:
+            return None
+        return cls(
+            status=sub.preflight_status,
+            message=sub.preflight_message,
+            batch_one_only=sub.preflight_batch_one_only,
+            finished_at=sub.preflight_finished_at,
+        )
+
+
 class SubmissionOut(BaseModel):
     id: int
     exercise: str
@@ -46,6 +68,7 @@ class SubmissionOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    preflight: PreflightOut | None = None
     result: ResultOut | None
 
     @classmethod
@@ -69,6 +92,7 @@ class SubmissionOut(BaseModel):
             created_at=sub.created_at,
             started_at=sub.started_at,
             finished_at=sub.finished_at,
+            preflight=PreflightOut.from_row(sub),
             result=ResultOut.model_validate(result, from_attributes=True) if result else None,
         )
 

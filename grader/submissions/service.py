@@ -5,23 +5,29 @@ Session first, keyword-only, flush never commit. The grading side lives in gradi
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import Integer, and_, cast, delete, func, not_, or_, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from grader.auth.models import User
+from grader.config import Settings
 from grader.db import after_commit, utcnow
 from grader.errors import Conflict, Forbidden, NotFound, RateLimited
 from grader.exercises.models import Exercise, LatePolicy
 from grader.grading.failures import FailureKind
-from grader.submissions.models import TERMINAL, Result, Status, Submission
+from grader.submissions.models import TERMINAL, Preflight, Result, Status, Submission
 from grader.submissions.upload import ReceivedFile
 
-# Called after commit with (submission_id, queue); returns normally once the broker has it.
-Publish = Callable[[int, str], None]
+
+class Publish(Protocol):
+    """Called after commit; returns normally once the broker has the grading task.
+    `preflight`: send the quick check at upload first."""
+
+    def __call__(self, submission_id: int, queue: str, *, preflight: bool = False) -> None: ...
+
 
 # Broker priorities (kombu's Redis transport serves 0 first, FIFO within one priority): a
 # student's oldest unfinished submission goes ahead of everyone's later ones, so nobody gets
@@ -35,20 +41,36 @@ _INFRA = and_(
     Submission.status == Status.ERROR.value,
     Submission.failure_reason == FailureKind.INFRA_ERROR.value,
 )
+# Neither does one whose pre-flight failed: the student heard at once and fixes the export.
+PREFLIGHT_FAILURES = (
+    FailureKind.LOAD_ERROR.value, FailureKind.BAD_OUTPUT.value, FailureKind.NON_FINITE.value,
+)
+_PREFLIGHT_FAILED = Submission.preflight_status.in_(PREFLIGHT_FAILURES)
+_NOT_COUNTED = or_(_INFRA, _PREFLIGHT_FAILED)
 
 
 def _day_start(now: datetime) -> datetime:
     return now.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def submissions_today(session: Session, *, user: User, exercise: Exercise, now: datetime) -> int:
+def submissions_today(
+    session: Session,
+    *,
+    user: User,
+    exercise: Exercise,
+    now: datetime,
+    failed_preflight: bool = False,
+) -> int:
+    """Today's submissions that count against the daily limit (or, with `failed_preflight`,
+    those whose pre-flight failed)."""
+    which = and_(_PREFLIGHT_FAILED, not_(_INFRA)) if failed_preflight else not_(_NOT_COUNTED)
     return (
         session.scalar(
             select(func.count(Submission.id)).where(
                 Submission.user_id == user.id,
                 Submission.exercise_id == exercise.id,
                 Submission.created_at >= _day_start(now),
-                not_(_INFRA),
+                which,
             )
         )
         or 0
@@ -66,7 +88,12 @@ def remaining_today(
 
 
 def check_can_submit(
-    session: Session, *, user: User, exercise: Exercise, now: datetime | None = None
+    session: Session,
+    *,
+    user: User,
+    exercise: Exercise,
+    settings: Settings,
+    now: datetime | None = None,
 ) -> bool:
     """Raise if the user may not submit now; returns whether the submission will be late."""
     now = now or utcnow()
@@ -83,16 +110,26 @@ def check_can_submit(
                 select(func.count(Submission.id)).where(
                     Submission.user_id == user.id,
                     Submission.exercise_id == exercise.id,
-                    not_(_INFRA),
+                    not_(_NOT_COUNTED),
                 )
             )
             if prior:
                 raise Conflict(
                     f"The deadline for {exercise.slug!r} has passed and you already submitted."
                 )
+    retry_after = int((_day_start(now) + timedelta(days=1) - now).total_seconds()) + 1
+    max_failed = settings.preflight_failures_per_day
+    if settings.preflight_enabled and submissions_today(
+        session, user=user, exercise=exercise, now=now, failed_preflight=True
+    ) >= max_failed:
+        raise RateLimited(
+            f"{max_failed} uploads to {exercise.slug!r} failed their check today; "
+            f"try again in {retry_after} s, after testing the export locally "
+            "(`grader evaluate model.pt`).",
+            headers={"Retry-After": str(retry_after)},
+        )
     remaining = remaining_today(session, user=user, exercise=exercise, now=now)
     if remaining == 0:
-        retry_after = int((_day_start(now) + timedelta(days=1) - now).total_seconds()) + 1
         raise RateLimited(
             f"Daily limit of {exercise.daily_limit} submissions reached for {exercise.slug!r}; "
             f"try again in {retry_after} s (limits reset at 00:00 UTC).",
@@ -108,8 +145,10 @@ def create_submission(
     exercise: Exercise,
     upload: ReceivedFile,
     publish: Publish,
+    settings: Settings,
 ) -> Submission:
-    """Record an accepted upload and publish its task after commit.
+    """Record an accepted upload and publish its task after commit (and, when enabled, the
+    quick check at upload before it).
 
     The rules are checked again here under a lock on the student's row, held until the
     transaction ends: concurrent uploads by one student are admitted one at a time, so they
@@ -118,7 +157,8 @@ def create_submission(
     """
     lock_student(session, user=user)
     now = utcnow()
-    late = check_can_submit(session, user=user, exercise=exercise, now=now)
+    late = check_can_submit(session, user=user, exercise=exercise, settings=settings, now=now)
+    preflight = settings.preflight_enabled
     submission = Submission(
         user_id=user.id,
         exercise_id=exercise.id,
@@ -131,10 +171,14 @@ def create_submission(
         # Optimistic: if publishing fails it is reset to NULL; if we crash before publishing,
         # the sweeper finds it QUEUED with an old sent_at.
         sent_at=now,
+        preflight_status=Preflight.PENDING.value if preflight else None,
     )
     session.add(submission)
     session.flush()
-    schedule_publish(session, submission_id=submission.id, queue=exercise.queue, publish=publish)
+    schedule_publish(
+        session, submission_id=submission.id, queue=exercise.queue, publish=publish,
+        preflight=preflight,
+    )
     return submission
 
 
@@ -170,8 +214,10 @@ def queue_priority(session: Session, *, submission_id: int) -> int:
     return FIRST_IN_LINE if earlier is None else BEHIND
 
 
-def schedule_publish(session: Session, *, submission_id: int, queue: str, publish: Publish) -> None:
-    after_commit(session, lambda: publish(submission_id, queue))
+def schedule_publish(
+    session: Session, *, submission_id: int, queue: str, publish: Publish, preflight: bool = False
+) -> None:
+    after_commit(session, lambda: publish(submission_id, queue, preflight=preflight))
 
 
 # Row ids are 32-bit integers: a larger number names no submission (and PostgreSQL would

@@ -140,11 +140,13 @@ def exercises_page(request: Request, user: PageUser, session: SessionDep) -> Res
 
 
 @router.get("/exercises/{slug}")
-def exercise_page(request: Request, slug: str, user: PageUser, session: SessionDep) -> Response:
+def exercise_page(
+    request: Request, slug: str, user: PageUser, session: SessionDep, settings: SettingsDep
+) -> Response:
     exercise = get_exercise(session, slug=slug, include_unpublished=user.is_instructor)
     closed_reason = None
     try:
-        submissions.check_can_submit(session, user=user, exercise=exercise)
+        submissions.check_can_submit(session, user=user, exercise=exercise, settings=settings)
     except DomainError as exc:
         closed_reason = exc.detail
     recent = submissions.list_submissions(session, user=user, exercise=exercise, limit=5)
