@@ -28,7 +28,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from grader.config import get_settings  # noqa: E402
-from grader.grading.testsets import demo_test_set_path, load_test_set  # noqa: E402
+from grader.grading.testdata.demo import demo_test_set_path  # noqa: E402
+from grader.grading.testdata.testsets import load_test_set  # noqa: E402
 from tests.support.course import course_loop  # noqa: E402
 from tests.support.live_server import (  # noqa: E402
     LiveServer,

@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_grading import REFERENCE, course_loop, timed, typical_cnn  # noqa: E402
 from grader.config import get_settings  # noqa: E402
 from grader.grading.engine import grade_model_file  # noqa: E402
-from grader.grading.testsets import TestSet, demo_test_set_path, load_test_set  # noqa: E402
+from grader.grading.testdata.demo import demo_test_set_path  # noqa: E402
+from grader.grading.testdata.testsets import TestSet, load_test_set  # noqa: E402
 from tests.support.live_server import (  # noqa: E402
     LiveServer,
     start_live_server,

@@ -28,7 +28,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from grader.config import Settings, get_settings  # noqa: E402
 from grader.grading.engine import grade_model_file  # noqa: E402
-from grader.grading.testsets import TestSet, demo_test_set_path, load_test_set  # noqa: E402
+from grader.grading.testdata.demo import demo_test_set_path  # noqa: E402
+from grader.grading.testdata.testsets import TestSet, load_test_set  # noqa: E402
 from tests.support.course import CourseDataset, course_loop, evaluate_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -25,8 +25,10 @@ from bench_grading import typical_cnn  # noqa: E402
 
 from grader.config import get_settings  # noqa: E402
 from grader.grading import sandbox  # noqa: E402
-from grader.grading.predict import images_to_tensor, load_model, predict  # noqa: E402
-from grader.grading.testsets import demo_test_set_path, load_test_set  # noqa: E402
+from grader.grading.kinds import get_kind  # noqa: E402
+from grader.grading.sandboxed.predict import load_model, predict  # noqa: E402
+from grader.grading.testdata.demo import demo_test_set_path  # noqa: E402
+from grader.grading.testdata.testsets import load_test_set  # noqa: E402
 from tests.support.course import CourseDataset, evaluate_model  # noqa: E402
 
 
@@ -82,7 +84,7 @@ def main() -> None:
         frozen = torch.jit.optimize_for_inference(
             torch.jit.freeze(torch.jit.load(str(cnn), map_location=device).eval())
         )
-        x = images_to_tensor(images).to(device)
+        x = get_kind("keypoints").to_input(images).to(device)
 
         def forward_alone() -> None:
             with torch.inference_mode():

@@ -42,7 +42,8 @@ from grader.config import get_settings  # noqa: E402
 from grader.grading import sandbox  # noqa: E402
 from grader.grading.engine import grade_model_file, sandbox_limits  # noqa: E402
 from grader.grading.plans import VARIANTS  # noqa: E402
-from grader.grading.testsets import demo_test_set_path, load_test_set  # noqa: E402
+from grader.grading.testdata.demo import demo_test_set_path  # noqa: E402
+from grader.grading.testdata.testsets import load_test_set  # noqa: E402
 from tests.support.course import course_loop  # noqa: E402
 from tests.support.zoo import ZOO, build, export, mflop_per_image  # noqa: E402
 
@@ -84,8 +85,10 @@ def _per_image(forward: Any, x: torch.Tensor, batch: int) -> tuple[float, float,
 def measure_plans(path: Path, n_calibration: int, threads: int, kind: str) -> dict[str, Any]:
     """Runs in a subprocess: every plan (or the plain module at each batch) on the first
     `n_calibration` demo images; {"plan": {"prep_s", "per_image_s", "ok"}} and the load time."""
-    from grader.grading.predict import images_to_tensor
-    from grader.grading.tuner import _prepare, agrees
+    from grader.grading.kinds import get_kind
+
+    images_to_tensor = get_kind("keypoints").to_input
+    from grader.grading.sandboxed.tuner import _prepare, agrees
 
     warnings.simplefilter("ignore", DeprecationWarning)
     torch.set_num_threads(threads)

@@ -38,7 +38,7 @@ def main() -> None:
 
 
 # Command groups register below, one import and one add_command per domain.
-from grader.grading.commands import dataset, evaluate  # noqa: E402
+from grader.grading.cli.commands import dataset, evaluate  # noqa: E402
 
 main.add_command(evaluate)
 main.add_command(dataset)
@@ -53,6 +53,6 @@ main.add_command(users)
 main.add_command(tokens)
 main.add_command(exercises)
 main.add_command(rescore)
-from grader.grading.doctor import doctor_command  # noqa: E402
+from grader.grading.cli.doctor import doctor_command  # noqa: E402
 
 main.add_command(doctor_command)

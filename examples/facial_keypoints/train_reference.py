@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from grader.grading.synth import generate_faces
+from grader.grading.testdata.faces import generate_faces
 
 HERE = Path(__file__).resolve().parent
 

@@ -11,6 +11,7 @@ from grader.config import get_settings
 from grader.db import session_scope
 from grader.errors import DomainError
 from grader.exercises import service
+from grader.grading.kinds import DEFAULT_KIND, KINDS
 
 
 @click.group("exercises")
@@ -21,6 +22,10 @@ def exercises() -> None:
 @exercises.command("create")
 @click.argument("slug")
 @click.option("--title", required=True)
+@click.option(
+    "--kind", type=click.Choice(sorted(KINDS)), default=DEFAULT_KIND, show_default=True,
+    help="What the exercise asks for (docs/architecture.md, exercise kinds).",
+)
 @click.option("--description", default="")
 @click.option("--threshold", type=float, default=None)
 @click.option("--max-model-mb", type=float, default=None)
@@ -36,10 +41,13 @@ def exercises() -> None:
               default="reject")  # fmt: skip
 @click.option("--queue", type=click.Choice(["cpu", "gpu"]), default="cpu")
 @click.option("--test-set", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--demo-test-set", is_flag=True, help="Use the bundled synthetic test set.")
+@click.option(
+    "--demo-test-set", is_flag=True, help="Use the kind's bundled synthetic test set."
+)
 def create(
     slug: str,
     title: str,
+    kind: str,
     description: str,
     threshold: float | None,
     max_model_mb: float | None,
@@ -65,6 +73,7 @@ def create(
                 session,
                 slug=slug,
                 title=title,
+                kind=kind,
                 description=description,
                 threshold=threshold,
                 max_model_bytes=None
@@ -77,9 +86,7 @@ def create(
                 settings=settings,
             )
             if demo_test_set and test_set is None:
-                from grader.grading.testsets import demo_test_set_path
-
-                test_set = demo_test_set_path(settings)
+                service.use_demo_test_set(session, exercise=exercise, settings=settings)
             if test_set is not None:
                 service.set_test_set(
                     session, exercise=exercise, csv_path=test_set, settings=settings

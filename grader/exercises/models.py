@@ -35,7 +35,8 @@ class Exercise(Base):
     title: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     threshold: Mapped[float] = mapped_column(Float, default=100.0)
-    metric: Mapped[str] = mapped_column(String(32), default="course_score")
+    # What the exercise asks for and how it is scored: a name in grader.grading.kinds.
+    kind: Mapped[str] = mapped_column(String(32), default="keypoints")
     testset_path: Mapped[str | None] = mapped_column(String(500), default=None)
     testset_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
     testset_version: Mapped[int] = mapped_column(Integer, default=0)

@@ -88,11 +88,7 @@ def create_exercise(
         del values["daily_limit"]  # the service applies the default
     exercise = service.create_exercise(session, settings=settings, **values)
     if body.use_demo_test_set:
-        from grader.grading.testsets import demo_test_set_path
-
-        service.set_test_set(
-            session, exercise=exercise, csv_path=demo_test_set_path(settings), settings=settings
-        )
+        service.use_demo_test_set(session, exercise=exercise, settings=settings)
     return exercise_out(session, exercise=exercise, user=user)
 
 

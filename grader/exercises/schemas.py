@@ -19,6 +19,7 @@ from grader.exercises.service import (
     TIME_LIMIT_MIN_S,
     TITLE_MAX,
 )
+from grader.grading.kinds import DEFAULT_KIND, KINDS
 
 
 class ExerciseOut(BaseModel):
@@ -28,7 +29,7 @@ class ExerciseOut(BaseModel):
     title: str
     description: str
     threshold: float
-    metric: str
+    kind: str
     max_model_bytes: int
     time_limit_s: float | None
     deadline: datetime | None
@@ -91,6 +92,7 @@ class _JsonNumbers(BaseModel):
 class ExerciseCreate(_JsonNumbers):
     slug: str = Field(min_length=1, max_length=SLUG_MAX, pattern=SLUG_PATTERN)
     title: Title
+    kind: str = Field(default=DEFAULT_KIND, description=f"One of: {', '.join(KINDS)}.")
     description: Description = ""
     threshold: Threshold | None = None
     max_model_bytes: ModelBytes | None = None
@@ -102,12 +104,14 @@ class ExerciseCreate(_JsonNumbers):
     queue: str = "cpu"
     leaderboard_visibility: LeaderboardVisibility = LeaderboardVisibility.ANONYMOUS
     is_published: bool = True
-    # Use the bundled demo test set (synthetic faces) until a real one is uploaded.
+    # Use the kind's bundled synthetic demo test set until a real one is uploaded.
     use_demo_test_set: bool = False
 
 
 class ExerciseUpdate(_JsonNumbers):
     title: Title | SkipJsonSchema[None] = None
+    # Only while the exercise has no test set: a test set is in one kind's format.
+    kind: str | SkipJsonSchema[None] = None
     description: Description | SkipJsonSchema[None] = None
     threshold: Threshold | SkipJsonSchema[None] = None
     max_model_bytes: ModelBytes | SkipJsonSchema[None] = None

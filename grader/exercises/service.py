@@ -17,6 +17,7 @@ from grader.auth.models import User
 from grader.config import Settings, get_settings
 from grader.errors import Conflict, Invalid, NotFound
 from grader.exercises.models import Exercise, LatePolicy, LeaderboardVisibility
+from grader.grading.kinds import DEFAULT_KIND, KINDS, get_kind
 
 DEMO_SLUG = "facial-keypoints"
 SLUG_MAX = 63
@@ -24,6 +25,7 @@ SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 _SLUG = re.compile(SLUG_PATTERN)
 QUEUES = ("cpu", "gpu")
 EDITABLE = (
+    "kind",
     "title",
     "description",
     "threshold",
@@ -52,6 +54,7 @@ TIME_LIMIT_MIN_S = 1.0
 TIME_LIMIT_MARGIN_S = 60.0
 # Columns that are NOT NULL: a PATCH may change them but never clear them.
 NOT_NULL = (
+    "kind",
     "title",
     "description",
     "threshold",
@@ -206,6 +209,8 @@ def _validate(values: dict[str, Any], settings: Settings) -> None:
             raise Invalid(f"leaderboard_visibility is one of {choices}.") from None
     if "queue" in values and values["queue"] not in QUEUES:
         raise Invalid(f"queue is one of {list(QUEUES)}.")
+    if "kind" in values and values["kind"] not in KINDS:
+        raise Invalid(f"kind is one of {list(KINDS)}.")
 
 
 def _normalise(values: dict[str, Any]) -> dict[str, Any]:
@@ -229,6 +234,7 @@ def create_exercise(
     slug: str,
     title: str,
     settings: Settings,
+    kind: str = DEFAULT_KIND,
     description: str = "",
     threshold: float | None = None,
     max_model_bytes: int | None = None,
@@ -240,15 +246,18 @@ def create_exercise(
     leaderboard_visibility: str = LeaderboardVisibility.ANONYMOUS.value,
     is_published: bool = True,
 ) -> Exercise:
-    """A new exercise; `daily_limit` left out means Settings.default_daily_limit, and an
-    explicit None means no limit."""
+    """A new exercise of `kind`; `daily_limit` left out means Settings.default_daily_limit,
+    and an explicit None means no limit. Without a threshold it gets its kind's default
+    (Settings.default_threshold for facial keypoints)."""
     check_slug(slug)
     if session.scalar(select(Exercise.id).where(Exercise.slug == slug)) is not None:
         raise Conflict(f"Exercise {slug!r} already exists.")
+    _validate({"kind": kind}, settings)
     values: dict[str, Any] = {
+        "kind": kind,
         "title": title,
         "description": description,
-        "threshold": settings.default_threshold if threshold is None else threshold,
+        "threshold": _default_threshold(kind, settings) if threshold is None else threshold,
         "max_model_bytes": settings.default_max_model_bytes
         if max_model_bytes is None
         else max_model_bytes,
@@ -269,6 +278,10 @@ def create_exercise(
     return exercise
 
 
+def _default_threshold(kind: str, settings: Settings) -> float:
+    return settings.default_threshold if kind == DEFAULT_KIND else get_kind(kind).default_threshold
+
+
 def update_exercise(
     session: Session,
     *,
@@ -279,6 +292,9 @@ def update_exercise(
     unknown = set(changes) - set(EDITABLE)
     if unknown:
         raise Invalid(f"Cannot change {sorted(unknown)}.")
+    if changes.get("kind", exercise.kind) != exercise.kind and exercise.testset_path:
+        # Its test set, and every score so far, are in the old kind's terms.
+        raise Conflict("The kind of an exercise changes only before it has a test set.")
     _validate(changes, settings or get_settings())
     for key, value in _normalise(changes).items():
         setattr(exercise, key, value)
@@ -299,16 +315,19 @@ def set_test_set(
     The file is copied into the data directory, so the caller may delete its temp file. Errors
     name the file `display_name` (default: its own name).
     """
-    from grader.grading.testsets import TestSetError, load_test_set
+    from grader.grading.testdata.testsets import TestSetError, load_test_set
 
+    kind = get_kind(exercise.kind)
     try:
-        test_set = load_test_set(csv_path, cache_dir=settings.cache_dir, display_name=display_name)
+        test_set = load_test_set(
+            csv_path, kind=kind, cache_dir=settings.cache_dir, display_name=display_name
+        )
     except TestSetError as exc:
         raise Invalid(f"Invalid test set: {exc}") from None
     version = exercise.testset_version + 1
     target_dir = settings.testsets_dir / exercise.slug
     target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / f"v{version}-{test_set.sha256[:12]}.csv"
+    target = target_dir / f"v{version}-{test_set.sha256[:12]}{kind.test_set_suffix}"
     if csv_path.resolve() != target.resolve():
         shutil.copyfile(csv_path, target)
     exercise.testset_path = str(target)
@@ -338,7 +357,8 @@ def set_test_set_from_upload(
     """`set_test_set` for an uploaded file object (spooled to the test-set directory first);
     errors name `filename`, the name the client gave, never the spool file."""
     settings.testsets_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=settings.testsets_dir, suffix=".csv") as tmp:
+    suffix = get_kind(exercise.kind).test_set_suffix
+    with tempfile.NamedTemporaryFile(dir=settings.testsets_dir, suffix=suffix) as tmp:
         shutil.copyfileobj(upload, tmp)
         tmp.flush()
         return set_test_set(
@@ -350,12 +370,18 @@ def set_test_set_from_upload(
         )
 
 
+def use_demo_test_set(session: Session, *, exercise: Exercise, settings: Settings) -> Exercise:
+    """The exercise's kind's synthetic demo test set (until a real one is uploaded)."""
+    from grader.grading.testdata.demo import demo_test_set_path
+
+    path = demo_test_set_path(settings, exercise.kind)
+    return set_test_set(session, exercise=exercise, csv_path=path, settings=settings)
+
+
 def ensure_demo_exercise(session: Session, *, settings: Settings) -> Exercise | None:
     """Create the demo exercise on first start; returns it only when it was just created."""
     if session.scalar(select(Exercise.id).where(Exercise.slug == DEMO_SLUG)) is not None:
         return None
-    from grader.grading.testsets import demo_test_set_path
-
     exercise = create_exercise(
         session,
         slug=DEMO_SLUG,
@@ -368,6 +394,4 @@ def ensure_demo_exercise(session: Session, *, settings: Settings) -> Exercise | 
         threshold=100.0,
         settings=settings,
     )
-    return set_test_set(
-        session, exercise=exercise, csv_path=demo_test_set_path(settings), settings=settings
-    )
+    return use_demo_test_set(session, exercise=exercise, settings=settings)

@@ -1,14 +1,12 @@
-"""`grader doctor`: which sandbox layers are active on this machine, as the worker logs them."""
+"""Which sandbox layers are active on this machine, as the worker logs them at start and
+`grader doctor` prints them."""
 
 from __future__ import annotations
 
-import json
 import time
 
-import click
-
 from grader.grading import sandbox
-from grader.grading.sandbox_confine import landlock_abi
+from grader.grading.sandboxed.confine import landlock_abi
 
 LAYER_ORDER = ("fork_server", "rlimits", "uid_drop", "netns", "no_new_privs", "landlock")
 
@@ -62,21 +60,3 @@ def device_problem(device: str) -> str | None:
 
 def format_layers(rows: list[tuple[str, bool, str]]) -> str:
     return "\n".join(f"{'ok ' if ok else 'OFF'} {name:<13} {note}" for name, ok, note in rows)
-
-
-@click.command("doctor")
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N]")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-def doctor_command(device: str, as_json: bool) -> None:
-    """Show which sandbox layers are active here (the worker logs the same at start)."""
-    try:
-        rows = describe_sandbox_layers(device=device)
-    finally:
-        sandbox.shutdown()
-    if as_json:
-        click.echo(json.dumps({name: {"active": ok, "note": note} for name, ok, note in rows}))
-    else:
-        click.echo(format_layers(rows))
-    required = ("fork_server", "rlimits", *(("cuda",) if device != "cpu" else ()))
-    if not all(any(ok for name, ok, _ in rows if name == need) for need in required):
-        raise SystemExit(1)

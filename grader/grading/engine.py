@@ -17,10 +17,10 @@ import numpy as np
 
 from grader.config import Settings
 from grader.grading.failures import FailureKind, GradingFailure
-from grader.grading.metrics import check_finite, score_predictions
+from grader.grading.kinds import DEFAULT_KIND, get_kind
 from grader.grading.plans import Plan
 from grader.grading.sandbox import SandboxLimits, SandboxRun
-from grader.grading.testsets import TestSet
+from grader.grading.testdata.testsets import TestSet
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,11 @@ class GradingOutcome:
     passed: bool
     threshold: float
     n_images: int
-    per_keypoint_rmse_px: list[float]
+    # The kind's per-part breakdown (per keypoint RMSE in px, per class accuracy in %).
+    parts: list[float]
     seconds: float
+    kind: str = "keypoints"
+    details: dict[str, Any] = field(default_factory=dict)
     failure_kind: FailureKind | None = None
     failure_message: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -46,14 +49,21 @@ class GradingOutcome:
     # Predictions on the public preview faces, when asked for and the model produced them.
     preview: np.ndarray | None = None
 
+    def breakdown(self) -> dict[str, Any]:
+        spec = get_kind(self.kind).breakdown
+        return {"title": spec.title, "unit": spec.unit, "labels": list(spec.labels),
+                "values": list(self.parts)}
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "status": self.status,
+            "kind": self.kind,
             "score": self.score,
             "passed": self.passed,
             "threshold": self.threshold,
             "n_images": self.n_images,
-            "per_keypoint_rmse_px": list(self.per_keypoint_rmse_px),
+            "breakdown": self.breakdown() if self.parts else None,
+            "details": dict(self.details),
             "seconds": self.seconds,
             "failure_kind": str(self.failure_kind) if self.failure_kind else None,
             "failure_message": self.failure_message,
@@ -61,6 +71,9 @@ class GradingOutcome:
             "plan": self.plan.to_dict() if self.plan else None,
             "trials": list(self.trials),
         }
+        if self.kind == "keypoints":  # the name it has always had in this JSON
+            out["per_keypoint_rmse_px"] = list(self.parts)
+        return out
 
 
 def sandbox_limits(settings: Settings, *, time_limit_s: float | None) -> SandboxLimits:
@@ -81,6 +94,7 @@ def _predict(
     plan_hint: Plan | None,
     preview_images: np.ndarray | None,
 ) -> SandboxRun:
+    kind = get_kind(test_set.kind)
     if settings.sandbox_enabled:
         from grader.grading.sandbox import run_in_sandbox
 
@@ -93,6 +107,7 @@ def _predict(
             limits=sandbox_limits(settings, time_limit_s=time_limit_s),
             plan_hint=plan_hint,
             preview_images=preview_images,
+            kind=kind,
         )
         timings["sandbox"] = time.perf_counter() - start
         timings.update(run.timings)
@@ -100,21 +115,21 @@ def _predict(
         return replace(run, trials=[*crashed, *run.trials])
 
     # Benchmarks and tests only: the model runs in this process.
-    from grader.grading.predict import load_model, predict_preview, predict_with_plan
+    from grader.grading.sandboxed.predict import load_model, predict_preview, predict_with_plan
 
     start = time.perf_counter()
-    model = load_model(model_path, device=settings.device)
+    model = load_model(model_path, device=settings.device, kind=kind)
     timings["load"] = time.perf_counter() - start
     start = time.perf_counter()
     predictions, report = predict_with_plan(
         model, test_set.images, device=settings.device, max_batch=settings.batch_size,
-        hint=plan_hint,
+        kind=kind, hint=plan_hint,
     )
     timings["predict"] = time.perf_counter() - start
     timings["tuning"] = report.tuning_s
     preview = None
     if preview_images is not None:
-        preview = predict_preview(report, preview_images, device=settings.device)
+        preview = predict_preview(report, preview_images, device=settings.device, kind=kind)
     return SandboxRun(
         predictions=predictions, plan=report.plan,
         trials=[t.to_dict() for t in report.trials], preview=preview,
@@ -143,8 +158,9 @@ def grade_model_file(
             passed=False,
             threshold=float(threshold),
             n_images=len(test_set),
-            per_keypoint_rmse_px=[],
+            parts=[],
             seconds=timings["total"],
+            kind=test_set.kind,
             failure_kind=kind,
             failure_message=message,
             timings=timings,
@@ -168,7 +184,9 @@ def grade_model_file(
             preview_images=preview_images,
         )
         start = time.perf_counter()
-        report = score_predictions(run.predictions, test_set.keypoints, threshold=threshold)
+        report = get_kind(test_set.kind).score(
+            run.predictions, test_set.labels, threshold=threshold
+        )
         timings["score"] = time.perf_counter() - start
     except GradingFailure as failure:
         return failed(failure.kind, failure.message)
@@ -183,8 +201,10 @@ def grade_model_file(
         passed=report.passed,
         threshold=report.threshold,
         n_images=report.n_images,
-        per_keypoint_rmse_px=report.per_keypoint_rmse_px,
+        parts=report.parts,
         seconds=timings["total"],
+        kind=test_set.kind,
+        details=report.details,
         timings=timings,
         plan=run.plan,
         trials=run.trials,
@@ -210,16 +230,19 @@ class PreflightOutcome:
 
 def preflight_model_file(
     model_path: Path,
-    images: np.ndarray,
     *,
     max_model_bytes: int,
     settings: Settings,
     time_limit_s: float,
+    kind: str = DEFAULT_KIND,
+    images: int = 2,
 ) -> PreflightOutcome:
-    """Load the model and run it on a few public images, in the sandbox: the failures a
-    student should hear about at once (LOAD_ERROR, BAD_OUTPUT, NON_FINITE) without waiting
-    in the grading queue. Never raises for a student's fault."""
+    """Load the model and run it on `images` public sample images of its kind, in the
+    sandbox: the failures a student should hear about at once (LOAD_ERROR, BAD_OUTPUT,
+    NON_FINITE) without waiting in the grading queue. Never raises for a student's fault."""
     started = time.perf_counter()
+    spec = get_kind(kind)
+    samples = spec.sample_images(images)
 
     def done(status: str, message: str | None, batch_one_only: bool | None) -> PreflightOutcome:
         return PreflightOutcome(status, message, batch_one_only, time.perf_counter() - started)
@@ -235,16 +258,17 @@ def preflight_model_file(
             from grader.grading.sandbox import run_in_sandbox
 
             run = run_in_sandbox(
-                model_path, images, device=settings.device, batch_size=len(images),
+                model_path, samples, device=settings.device, batch_size=len(samples),
                 limits=sandbox_limits(settings, time_limit_s=time_limit_s), preflight=True,
+                kind=spec,
             )
             predictions, batch_ok = run.predictions, run.batch_ok
         else:  # tests and benchmarks only: the model runs in this process
-            from grader.grading.predict import load_model, preflight
+            from grader.grading.sandboxed.predict import load_model, preflight
 
-            model = load_model(model_path, device=settings.device)
-            predictions, batch_ok = preflight(model, images, device=settings.device)
-        check_finite(predictions, images="sample face")
+            model = load_model(model_path, device=settings.device, kind=spec)
+            predictions, batch_ok = preflight(model, samples, device=settings.device, kind=spec)
+        spec.check_finite(predictions, images="sample image")
     except GradingFailure as failure:
         return done(str(failure.kind), failure.message, None)
     except Exception as exc:

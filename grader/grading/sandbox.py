@@ -1,12 +1,12 @@
 """The process boundary between the trusted grader and a student's untrusted model.
 
-`run_in_sandbox` hands the test images (never the keypoints) to a confined child forked
-from a per-process fork server (`sandbox_zygote`), and takes back exactly N*30 float32 values
-as raw bytes, with the execution plan the child chose and, when asked, its predictions on a
-few public preview faces (same run, same plan: the model is loaded once). Every way the
-child can fail becomes a named `GradingFailure`; the fork server is restarted transparently
-when it dies. One call runs at a time per process (a lock), which is what a Celery worker
-process does anyway.
+`run_in_sandbox` hands the test images (never the labels) to a confined child forked from a
+per-process fork server (`sandboxed/zygote.py`), and takes back exactly N x the exercise
+kind's output values as raw float32 bytes (`protocol.py`), with the execution plan the
+child chose and, when asked, its predictions on a few public preview images (same run, same
+plan: the model is loaded once). Every way the child can fail becomes a named
+`GradingFailure`; the fork server is restarted transparently when it dies. One call runs at a
+time per process (a lock), which is what a Celery worker process does anyway.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from grader.grading import protocol
 from grader.grading.failures import FailureKind, GradingFailure
+from grader.grading.kinds import DEFAULT_KIND, Kind, get_kind
 from grader.grading.plans import Plan
 
-_FRAME_HEADER = 9  # tag (1 byte) + length (8 bytes), as sandbox_child.FRAME packs it
-_MAX_JSON = 64 * 1024
 _ZYGOTE_START_TIMEOUT_S = 120.0
 _CONTROL_TIMEOUT_S = 30.0
 # The fork server kills at the limit; the parent's own deadline only catches a stuck server.
@@ -113,7 +113,7 @@ class Sandbox:
         env.update({k: v for k in _PASS_THROUGH_ENV if (v := os.environ.get(k)) is not None})
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-s", "-m", "grader.grading.sandbox_zygote",
+                [sys.executable, "-s", "-m", "grader.grading.sandboxed.zygote",
                  str(os.getpid()), str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), env=env, cwd="/", stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, start_new_session=True,
@@ -146,7 +146,7 @@ class Sandbox:
         if not ready:
             raise _ZygoteGone("the fork server did not answer in time")
         try:
-            data = self._sock.recv(_MAX_JSON)
+            data = self._sock.recv(protocol.MAX_JSON)
         except OSError as exc:
             raise _ZygoteGone(f"the fork server's socket failed: {exc}") from None
         if not data:
@@ -160,12 +160,17 @@ class Sandbox:
         self, model_path: Path, images: np.ndarray, *, device: str, batch_size: int,
         limits: SandboxLimits, plan_hint: Plan | None = None,
         preview_images: np.ndarray | None = None, preflight: bool = False,
+        kind: Kind | None = None,
     ) -> SandboxRun:
         """`batch_size` is the largest batch the child's plan may use. `preflight`: the quick
         check at upload (no tuning; the images once at batch 1, then as one batch)."""
-        images = _checked_images(images)
-        preview = None if preview_images is None else _checked_images(preview_images)
-        job = _Job(images, preview, device, batch_size, limits, plan_hint, preflight=preflight)
+        kind = kind or get_kind(DEFAULT_KIND)
+        images = kind.check_images(images)
+        preview = None if preview_images is None else kind.check_images(preview_images)
+        job = _Job(
+            images, preview, device, batch_size, limits, plan_hint, preflight=preflight,
+            kind=kind,
+        )
         started = time.monotonic()
         with self._lock:
             for _ in range(_CRASH_RETRIES):
@@ -206,7 +211,9 @@ class Sandbox:
 
     def probe(self, *, device: str = "cpu", limits: SandboxLimits | None = None) -> dict[str, Any]:
         """Fork a child that confines itself and reports which layers took effect."""
-        job = _Job(np.zeros((0, 96, 96), np.uint8), None, device, 1, limits or SandboxLimits())
+        kind = get_kind(DEFAULT_KIND)
+        empty = np.zeros((0, *kind.image_shape), np.uint8)
+        job = _Job(empty, None, device, 1, limits or SandboxLimits(), kind=kind)
         with self._lock:
             try:
                 info, _ = self._exchange(None, job, probe=True)
@@ -243,6 +250,7 @@ class Sandbox:
             "plan_hint": job.plan_hint.to_dict() if job.plan_hint else None,
             "avoid": [plan.to_dict() for plan in job.avoid],
             "preflight": job.preflight,
+            "kind": job.kind.name,
         }
         t0 = time.perf_counter()
         try:
@@ -261,7 +269,9 @@ class Sandbox:
             forked = self._recv(time.monotonic() + _CONTROL_TIMEOUT_S)
             timings["fork_ms"] = (time.perf_counter() - t0) * 1000
             self.current_child_pid = forked.get("pid")
-            frames, overflow = _read_frames(result_r, deadline, n + n_preview)
+            frames, overflow = _read_frames(
+                result_r, deadline, (n + n_preview) * job.kind.output_values
+            )
         finally:
             os.close(result_r)
             self.current_child_pid = None
@@ -272,18 +282,18 @@ class Sandbox:
             self._stop_zygote()
             raise GradingFailure(FailureKind.TIMEOUT, _timeout_detail(limits)) from None
         timings["total_s"] = time.perf_counter() - t0
-        info = _json_frame(frames.get(b"T", b"")) or {}
+        info = _json_frame(frames.get(protocol.TIMINGS, b"")) or {}
         timings.update({k: v for k, v in info.items() if k.endswith("_s")})
         timings["maxrss_bytes"] = exit_info.get("maxrss_bytes")
         self.last_timings = timings
         if probe:
             return info, None
-        predictions = _outcome(frames, overflow, exit_info, n, limits)
+        predictions = _outcome(frames, overflow, exit_info, n, limits, job.kind)
         return info, SandboxRun(
             predictions=predictions,
             plan=Plan.from_dict(info.get("plan")),
             trials=_checked_trials(info.get("trials")),
-            preview=_preview(frames.get(b"P"), n_preview),
+            preview=_preview(frames.get(protocol.PREVIEW), n_preview, job.kind),
             timings=_known_timings(timings),
             batch_ok=info.get("batch_ok") if isinstance(info.get("batch_ok"), bool) else None,
         )
@@ -299,12 +309,11 @@ class _Job:
     plan_hint: Plan | None = None
     avoid: tuple[Plan, ...] = ()
     preflight: bool = False
+    kind: Kind = field(default_factory=lambda: get_kind(DEFAULT_KIND))
 
 
-_MAX_TRIAL_FRAME = 256
 _CRASH_RETRIES = 3
 _TRIAL_VERDICTS = frozenset({"chosen", "reused", "slower", "disagrees", "failed", "skipped"})
-_MAX_TRIALS = 24
 
 
 def _checked_trials(raw: object) -> list[dict[str, Any]]:
@@ -312,7 +321,7 @@ def _checked_trials(raw: object) -> list[dict[str, Any]]:
     if not isinstance(raw, list):
         return []
     out: list[dict[str, Any]] = []
-    for item in raw[:_MAX_TRIALS]:
+    for item in raw[:protocol.MAX_TRIALS]:
         plan = Plan.from_dict(item)
         if plan is None or item.get("verdict") not in _TRIAL_VERDICTS:
             continue
@@ -325,10 +334,17 @@ def _checked_trials(raw: object) -> list[dict[str, Any]]:
     return out
 
 
-def _preview(raw: bytes | None, n_preview: int) -> np.ndarray | None:
-    if raw is None or n_preview == 0 or len(raw) != n_preview * 120:
+def _values(raw: bytes, n: int, kind: Kind) -> np.ndarray | None:
+    """`n` predictions of `kind` from raw float32 bytes, or None when the size is off."""
+    if len(raw) != n * kind.output_values * 4:
         return None
-    return np.frombuffer(raw, dtype="<f4").reshape(n_preview, 15, 2).astype(np.float32)
+    return np.frombuffer(raw, dtype="<f4").reshape(n, *kind.output_shape).astype(np.float32)
+
+
+def _preview(raw: bytes | None, n_preview: int, kind: Kind) -> np.ndarray | None:
+    if raw is None or n_preview == 0:
+        return None
+    return _values(raw, n_preview, kind)
 
 
 def _timeout_detail(limits: SandboxLimits) -> str:
@@ -337,32 +353,34 @@ def _timeout_detail(limits: SandboxLimits) -> str:
 
 def _outcome(
     frames: dict[bytes, bytes], overflow: bool, exit_info: dict[str, Any], n: int,
-    limits: SandboxLimits,
+    limits: SandboxLimits, kind: Kind,
 ) -> np.ndarray:
     status = int(exit_info.get("status", -1))
-    raw = frames.get(b"R")
+    raw = frames.get(protocol.RESULT)
     first = next(iter(frames), None)
-    if raw is not None and len(raw) == n * 120 and b"E" not in frames and not overflow and (
-        first != b"D"
+    values = None if raw is None else _values(raw, n, kind)
+    if values is not None and protocol.ERROR not in frames and not overflow and (
+        first != protocol.DEVICE_FAILED
     ):
         # The predictions were complete before anything else happened: whatever the child did
-        # after them (the optional preview faces) cannot change the grade.
-        return np.frombuffer(raw, dtype="<f4").reshape(n, 15, 2).astype(np.float32)
+        # after them (the optional preview images) cannot change the grade.
+        return values
     if exit_info.get("timed_out"):
         raise GradingFailure(FailureKind.TIMEOUT, _timeout_detail(limits))
     if exit_info.get("memory_killed"):
         raise GradingFailure(
             FailureKind.MEMORY_LIMIT, f"more than {limits.memory_limit_bytes >> 20} MiB resident"
         )
-    if first == b"D":
+    if first == protocol.DEVICE_FAILED:
         # Only trusted code writes before `S`, so a model cannot claim our failure this way:
         # the grading is retried and never counted against the student.
-        detail = (_json_frame(frames[b"D"]) or {}).get("detail", "device unusable")
+        device_frame = _json_frame(frames[protocol.DEVICE_FAILED]) or {}
+        detail = device_frame.get("detail", "device unusable")
         raise GradingFailure(FailureKind.INFRA_ERROR, str(detail)[:2000])
     if overflow:
         raise GradingFailure(FailureKind.BAD_OUTPUT, "the model process sent too much data")
-    if b"E" in frames:
-        raise _child_failure(frames[b"E"])
+    if protocol.ERROR in frames:
+        raise _child_failure(frames[protocol.ERROR])
     died = (os.WIFSIGNALED(status) and os.WTERMSIG(status) != signal.SIGKILL) or (
         os.WIFEXITED(status) and os.WEXITSTATUS(status) != 0
     )
@@ -383,7 +401,8 @@ def _outcome(
             FailureKind.CRASHED, f"the model process exited (code {code}) without a result"
         )
     raise GradingFailure(
-        FailureKind.BAD_OUTPUT, f"{len(raw)} bytes of predictions, expected {n * 120}"
+        FailureKind.BAD_OUTPUT,
+        f"{len(raw)} bytes of predictions, expected {n * kind.output_values * 4}",
     )
 
 
@@ -397,7 +416,7 @@ class _TrialCrashed(Exception):
 
 
 def _announced_trial(frames: dict[bytes, bytes]) -> Plan | None:
-    plan = Plan.from_dict((_json_frame(frames.get(b"C", b"")) or {}).get("plan"))
+    plan = Plan.from_dict((_json_frame(frames.get(protocol.TRIAL, b"")) or {}).get("plan"))
     # The course's own way (plain, batch 1) is never retried: a crash there is the model's.
     return None if plan is None or (plan.variant == "plain" and plan.batch_size == 1) else plan
 
@@ -422,9 +441,9 @@ def _json_frame(raw: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _read_frames(fd: int, deadline: float, n: int) -> tuple[dict[bytes, bytes], bool]:
+def _read_frames(fd: int, deadline: float, n_values: int) -> tuple[dict[bytes, bytes], bool]:
     """Read the child's framed messages until EOF, never more than it may legitimately send."""
-    cap = n * 120 + 4 * (_MAX_JSON + _FRAME_HEADER) + _MAX_TRIALS * (_MAX_TRIAL_FRAME + 9)
+    cap = protocol.frames_cap(n_values)
     buf = bytearray()
     while len(buf) <= cap:
         remaining = deadline - time.monotonic()
@@ -440,23 +459,19 @@ def _read_frames(fd: int, deadline: float, n: int) -> tuple[dict[bytes, bytes], 
     overflow = len(buf) > cap
     frames: dict[bytes, bytes] = {}
     pos = 0
-    while pos + _FRAME_HEADER <= len(buf):
+    while pos + protocol.FRAME_HEADER <= len(buf):
         tag = bytes(buf[pos : pos + 1])
-        length = int.from_bytes(buf[pos + 1 : pos + _FRAME_HEADER], "little")
-        body = bytes(buf[pos + _FRAME_HEADER : pos + _FRAME_HEADER + length])
-        if len(body) != length or (tag in frames and tag != b"C"):
+        length = int.from_bytes(buf[pos + 1 : pos + protocol.FRAME_HEADER], "little")
+        body = bytes(buf[pos + protocol.FRAME_HEADER : pos + protocol.FRAME_HEADER + length])
+        if len(body) != length or (tag in frames and tag != protocol.TRIAL):
             break  # truncated or repeated: ignore the rest
-        if tag == b"C" and length > _MAX_TRIAL_FRAME:
+        if tag == protocol.TRIAL and length > protocol.MAX_TRIAL_FRAME:
             break
         frames[tag] = body  # `C` announces each trial: the last one is what ran last
-        pos += _FRAME_HEADER + length
+        pos += protocol.FRAME_HEADER + length
     return frames, overflow
 
 
-def _checked_images(images: np.ndarray) -> np.ndarray:
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (96, 96):
-        raise ValueError(f"expected uint8 images (N, 96, 96), got {images.dtype} {images.shape}")
-    return np.ascontiguousarray(images)
 
 
 def _open_model(model_path: Path | None) -> int:
@@ -496,11 +511,13 @@ def run_in_sandbox(
     plan_hint: Plan | None = None,
     preview_images: np.ndarray | None = None,
     preflight: bool = False,
+    kind: Kind | None = None,
 ) -> SandboxRun:
-    """Run the model at `model_path` confined: predictions float32 (N, 15, 2), and more."""
+    """Run the model at `model_path` confined: predictions float32 (N, *kind.output_shape),
+    and more (facial keypoints unless `kind` says otherwise)."""
     return _default.run(
         model_path, images, device=device, batch_size=batch_size, limits=limits,
-        plan_hint=plan_hint, preview_images=preview_images, preflight=preflight,
+        plan_hint=plan_hint, preview_images=preview_images, preflight=preflight, kind=kind,
     )
 
 
@@ -512,7 +529,8 @@ def predict_in_sandbox(
     batch_size: int,
     limits: SandboxLimits,
 ) -> np.ndarray:
-    """Predictions float32 (N, 15, 2) from the model at `model_path`, run confined."""
+    """Facial-keypoint predictions float32 (N, 15, 2) from the model at `model_path`, run
+    confined (tests and benchmarks)."""
     return run_in_sandbox(
         model_path, images, device=device, batch_size=batch_size, limits=limits
     ).predictions

@@ -27,9 +27,10 @@ from grader.db import session_scope, utcnow
 from grader.exercises.models import Exercise
 from grader.exercises.service import max_time_limit_s
 from grader.grading.failures import STUDENT_MESSAGES, FailureKind
+from grader.grading.kinds import DEFAULT_KIND, get_kind
 from grader.submissions import plans
 from grader.submissions.models import TERMINAL, Preflight, Result, Status, Submission
-from grader.submissions.preview import preview_pixels, public_faces
+from grader.submissions.preview import preview_samples
 from grader.submissions.upload import model_storage_path
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ class Claim:
     threshold: float
     max_model_bytes: int
     time_limit_s: float | None
+    kind: str = DEFAULT_KIND
 
 
 def claim(settings: Settings, submission_id: int, *, me: str) -> Claim | None:
@@ -108,6 +110,7 @@ def claim(settings: Settings, submission_id: int, *, me: str) -> Claim | None:
             time_limit_s=None
             if exercise.time_limit_s is None
             else min(exercise.time_limit_s, max_time_limit_s(settings)),
+            kind=exercise.kind,
         )
 
 
@@ -226,7 +229,7 @@ def grade_submission(settings: Settings, submission_id: int) -> str:
     """Grade one submission; returns what happened (for logs). Raises InfrastructureError
     (or anything unexpected) when the task should be retried."""
     from grader.grading.engine import grade_model_file
-    from grader.grading.testsets import load_test_set
+    from grader.grading.testdata.testsets import load_test_set
 
     me = worker_identity()
     job = claim(settings, submission_id, me=me)
@@ -234,9 +237,10 @@ def grade_submission(settings: Settings, submission_id: int) -> str:
         return "skipped"
     if not job.model_path.is_file():
         raise InfrastructureError(f"stored model {job.model_path} is missing")
-    test_set = load_test_set(job.testset_path, cache_dir=settings.cache_dir)
-    # One sandboxed run grades the test set and then draws the public preview faces with the
-    # same loaded model and plan, all under the exercise's one time limit.
+    kind = get_kind(job.kind)
+    test_set = load_test_set(job.testset_path, kind=kind, cache_dir=settings.cache_dir)
+    # One sandboxed run grades the test set and then predicts the public preview images with
+    # the same loaded model and plan, all under the exercise's one time limit.
     outcome = grade_model_file(
         job.model_path,
         test_set,
@@ -245,7 +249,7 @@ def grade_submission(settings: Settings, submission_id: int) -> str:
         settings=settings,
         time_limit_s=job.time_limit_s,
         plan_hint=plans.known_plan(settings, model_sha256=job.model_sha256),
-        preview_images=public_faces() if settings.sandbox_enabled else None,
+        preview_images=preview_samples(kind.name) if settings.sandbox_enabled else None,
     )
     if outcome.failure_kind == FailureKind.INFRA_ERROR:
         raise InfrastructureError(outcome.failure_message or "the engine reported INFRA_ERROR")
@@ -253,9 +257,9 @@ def grade_submission(settings: Settings, submission_id: int) -> str:
         status, reason = outcome.status, None
     else:
         status, reason = Status.ERROR.value, outcome.status
-    preview = preview_pixels(outcome.preview) if reason is None else None
+    drawn = None if reason is None or outcome.preview is None else kind.preview(outcome.preview)
     return _finish(
-        settings, job, outcome=outcome, status=status, reason=reason, me=me, preview=preview
+        settings, job, outcome=outcome, status=status, reason=reason, me=me, preview=drawn
     )
 
 
@@ -297,7 +301,7 @@ def _finish(
                     passed=outcome.passed,
                     threshold=outcome.threshold,
                     n_images=outcome.n_images,
-                    per_keypoint_rmse_px=list(outcome.per_keypoint_rmse_px or []),
+                    per_keypoint_rmse_px=list(outcome.parts or []),
                     timings=dict(outcome.timings or {}),
                     seconds=outcome.seconds,
                     model_sha256=job.model_sha256,

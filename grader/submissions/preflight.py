@@ -20,13 +20,12 @@ from grader.db import session_scope, utcnow
 from grader.grading.engine import PASSED, preflight_model_file
 from grader.grading.failures import FailureKind
 from grader.submissions.models import Preflight, Status, Submission
-from grader.submissions.preview import public_faces
 from grader.submissions.service import PREFLIGHT_FAILURES
 from grader.submissions.upload import model_storage_path
 
 logger = logging.getLogger(__name__)
 
-PREFLIGHT_FACES = 2
+PREFLIGHT_IMAGES = 2
 
 
 def run_preflight(settings: Settings, submission_id: int) -> str:
@@ -41,6 +40,7 @@ def run_preflight(settings: Settings, submission_id: int) -> str:
         exercise = sub.exercise
         model_path = model_storage_path(settings.uploads_dir, sub.model_sha256)
         max_bytes = exercise.max_model_bytes
+        kind = exercise.kind
         time_limit = min(
             exercise.time_limit_s or settings.default_time_limit_s,
             settings.preflight_time_limit_s,
@@ -49,7 +49,8 @@ def run_preflight(settings: Settings, submission_id: int) -> str:
         return _record(settings, submission_id, Preflight.SKIPPED.value, None, None)
     outcome = preflight_model_file(
         model_path,
-        public_faces()[:PREFLIGHT_FACES],
+        images=PREFLIGHT_IMAGES,
+        kind=kind,
         max_model_bytes=max_bytes,
         settings=settings,
         time_limit_s=time_limit,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from grader.grading.testsets import KEYPOINT_NAMES
+from grader.grading.kinds.keypoints import KEYPOINT_NAMES
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,7 @@ async def create_exercise(
     def create() -> None:
         exercise = exercises.create_exercise(session, slug=slug, settings=settings, **fields)
         if form.get("use_demo_test_set") is not None:
-            from grader.grading.testsets import demo_test_set_path
+            from grader.grading.testdata.demo import demo_test_set_path
 
             exercises.set_test_set(
                 session, exercise=exercise, csv_path=demo_test_set_path(settings), settings=settings

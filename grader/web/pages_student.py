@@ -12,11 +12,12 @@ from grader.deps import PublishDep, SessionDep, SettingsDep, client_address
 from grader.errors import DomainError, Invalid, NotAuthenticated, NotFound, RateLimited
 from grader.exercises.router import exercise_out
 from grader.exercises.service import get_exercise, list_exercises
+from grader.grading.kinds import DEFAULT_KIND, KINDS
 from grader.leaderboard.service import leaderboard
 from grader.submissions import service as submissions
 from grader.submissions.intake import take_upload
 from grader.submissions.models import TERMINAL
-from grader.submissions.preview import PREVIEW_FACES, public_faces
+from grader.submissions.preview import PREVIEW_IMAGES, preview_samples
 from grader.submissions.schemas import SubmissionOut
 from grader.web import session as web_session
 from grader.web.charts import keypoint_bars
@@ -29,7 +30,7 @@ from grader.web.core import (
     WebRoute,
     render,
 )
-from grader.web.png import encode_gray_png
+from grader.web.png import encode_png
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
@@ -39,7 +40,7 @@ _STATIC = {
     for p in (WEB_DIR / "static").iterdir()
     if p.suffix in _STATIC_TYPES
 }
-_FACE_PNGS: dict[int, bytes] = {}
+_SAMPLE_PNGS: dict[tuple[str, int], bytes] = {}
 
 
 def safe_next(target: str | None) -> str:
@@ -60,12 +61,19 @@ def static(name: str) -> Response:
 @router.get("/faces/{index}.png")
 def face_png(index: int) -> Response:
     """The public sample faces (synthetic `val` split) the preview keypoints are drawn on."""
-    if not 0 <= index < PREVIEW_FACES:
-        raise NotFound("No such face.")
-    if index not in _FACE_PNGS:
-        _FACE_PNGS[index] = encode_gray_png(public_faces()[index])
+    return sample_png(DEFAULT_KIND, index)
+
+
+@router.get("/samples/{kind}/{index}.png")
+def sample_png(kind: str, index: int) -> Response:
+    """A kind's public sample images (its synthetic `val` split), the page's previews."""
+    if kind not in KINDS or not 0 <= index < PREVIEW_IMAGES:
+        raise NotFound("No such image.")
+    key = (kind, index)
+    if key not in _SAMPLE_PNGS:
+        _SAMPLE_PNGS[key] = encode_png(preview_samples(kind)[index])
     cache = {"Cache-Control": "public, max-age=86400"}
-    return Response(_FACE_PNGS[index], media_type="image/png", headers=cache)
+    return Response(_SAMPLE_PNGS[key], media_type="image/png", headers=cache)
 
 
 @router.get("/")

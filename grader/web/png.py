@@ -1,4 +1,5 @@
-"""Grayscale PNG encoding with zlib and struct only (no imaging library on the server)."""
+"""PNG encoding (grayscale or RGB) with zlib and struct only (no imaging library on the
+server)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,24 @@ def encode_gray_png(image: np.ndarray) -> bytes:
     """An 8-bit grayscale PNG of a uint8 (H, W) array."""
     if image.ndim != 2 or image.dtype != np.uint8:
         raise ValueError("expected a uint8 array of shape (H, W)")
-    height, width = image.shape
+    return _encode(image, colour_type=0)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """An 8-bit PNG of a uint8 (H, W) grayscale or (H, W, 3) RGB array."""
+    if image.dtype != np.uint8 or not (
+        image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)
+    ):
+        raise ValueError("expected a uint8 array of shape (H, W) or (H, W, 3)")
+    return _encode(image, colour_type=0 if image.ndim == 2 else 2)
+
+
+def _encode(image: np.ndarray, *, colour_type: int) -> bytes:
+    height, width = image.shape[:2]
+    image = np.ascontiguousarray(image)
     # Each scanline starts with filter type 0 (None).
     raw = b"".join(b"\x00" + image[row].tobytes() for row in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
         + _chunk(b"IHDR", header)

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from grader.config import Settings
-from grader.grading.synth import generate_faces, write_course_csv
-from grader.grading.testsets import TestSet, load_test_set
+from grader.grading.testdata.faces import generate_faces, write_course_csv
+from grader.grading.testdata.testsets import TestSet, load_test_set
 
 SMALL_COUNT = 64
 

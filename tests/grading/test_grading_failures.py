@@ -12,7 +12,7 @@ from torch import nn
 from grader.config import Settings
 from grader.grading.engine import GradingOutcome, grade_model_file
 from grader.grading.failures import FailureKind
-from grader.grading.testsets import TestSet
+from grader.grading.testdata.testsets import TestSet
 
 from .archs import MLP, build, export
 

@@ -10,8 +10,8 @@ import torch
 
 from grader.config import Settings
 from grader.grading.engine import grade_model_file
-from grader.grading.predict import load_model, predict
-from grader.grading.testsets import TestSet
+from grader.grading.sandboxed.predict import load_model, predict
+from grader.grading.testdata.testsets import TestSet
 from tests.support.course import course_score
 
 from .archs import ARCHITECTURES, build, export

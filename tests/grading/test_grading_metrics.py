@@ -7,7 +7,10 @@ import pytest
 import torch
 
 from grader.grading.failures import FailureKind, GradingFailure
-from grader.grading.metrics import MAX_SCORE, score_predictions
+from grader.grading.kinds import get_kind
+from grader.grading.kinds.keypoints import MAX_SCORE
+
+score_predictions = get_kind("keypoints").score
 
 
 def test_score_is_the_course_formula() -> None:
@@ -23,8 +26,8 @@ def test_score_is_the_course_formula() -> None:
     expected = 1.0 / (2 * (loss / 50))
     assert report.score == pytest.approx(expected, rel=1e-6)
     assert report.passed is (expected >= 100.0)
-    assert report.n_images == 50 and report.per_image_mse.dtype == np.float64
-    assert report.mean_mse == pytest.approx(loss / 50, rel=1e-6)
+    assert report.n_images == 50
+    assert report.details["mean_mse"] == pytest.approx(loss / 50, rel=1e-6)
 
 
 def test_per_keypoint_rmse_is_in_pixels() -> None:
@@ -32,9 +35,9 @@ def test_per_keypoint_rmse_is_in_pixels() -> None:
     pred = truth.copy()
     pred[:, 10, :] = 2.0 / 48.0  # nose tip off by 2 px in x and y
     report = score_predictions(pred, truth, threshold=100.0)
-    assert report.per_keypoint_rmse_px[10] == pytest.approx(2.0, rel=1e-6)
-    assert report.per_keypoint_rmse_px[0] == 0.0
-    assert len(report.per_keypoint_rmse_px) == 15
+    assert report.parts[10] == pytest.approx(2.0, rel=1e-6)
+    assert report.parts[0] == 0.0
+    assert len(report.parts) == 15
 
 
 def test_perfect_prediction_is_capped_and_json_able() -> None:

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from grader.config import Settings
-from grader.grading.synth import generate_faces, public_sample_faces
-from grader.grading.testsets import demo_test_set_path, load_test_set
+from grader.grading.testdata.demo import demo_test_set_path
+from grader.grading.testdata.faces import generate_faces, public_sample_faces
+from grader.grading.testdata.testsets import load_test_set
 
 
 def test_faces_are_deterministic_and_labelled() -> None:
@@ -63,4 +64,4 @@ def test_dataset_synth_command(tmp_path: Path) -> None:
     ts = load_test_set(out)
     images, keypoints = generate_faces(split="train", count=12)
     np.testing.assert_array_equal(ts.images, images)
-    np.testing.assert_allclose(ts.keypoints, (keypoints - 48) / 48, atol=1e-6)
+    np.testing.assert_allclose(ts.labels, (keypoints - 48) / 48, atol=1e-6)

@@ -8,13 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grader.grading.synth import generate_faces, write_course_csv
-from grader.grading.testsets import (
-    KEYPOINT_COLUMNS,
-    KEYPOINT_NAMES,
-    TestSetError,
-    load_test_set,
-)
+from grader.grading.kinds.keypoints import KEYPOINT_COLUMNS, KEYPOINT_NAMES
+from grader.grading.testdata.faces import generate_faces, write_course_csv
+from grader.grading.testdata.testsets import TestSetError, load_test_set
 
 
 def rows_of(path: Path) -> list[list[str]]:
@@ -54,14 +50,14 @@ def test_load_normalises_and_caches(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
 
     ts = load_test_set(path, cache_dir=cache)
-    assert len(ts) == 10 and ts.images.dtype == np.uint8 and ts.keypoints.dtype == np.float32
+    assert len(ts) == 10 and ts.images.dtype == np.uint8 and ts.labels.dtype == np.float32
     np.testing.assert_array_equal(ts.images, images)
-    np.testing.assert_allclose(ts.keypoints, (keypoints - 48) / 48, atol=1e-6)
+    np.testing.assert_allclose(ts.labels, (keypoints - 48) / 48, atol=1e-6)
     cached = list(cache.glob("*.npz"))
     assert len(cached) == 1 and ts.sha256 in cached[0].name
 
     again = load_test_set(path, cache_dir=cache)
-    np.testing.assert_array_equal(again.keypoints, ts.keypoints)
+    np.testing.assert_array_equal(again.labels, ts.labels)
     assert again.sha256 == ts.sha256
 
 
@@ -77,7 +73,7 @@ def test_columns_may_come_in_any_order(tmp_path: Path, good_rows: list[list[str]
     reordered = [[row[-1], *row[:-1]] for row in good_rows]
     a = load_test_set(write_rows(tmp_path / "a.csv", good_rows))
     b = load_test_set(write_rows(tmp_path / "b.csv", reordered))
-    np.testing.assert_array_equal(a.keypoints, b.keypoints)
+    np.testing.assert_array_equal(a.labels, b.labels)
     np.testing.assert_array_equal(a.images, b.images)
 
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from grader.grading.metrics import score_predictions
+from grader.grading.kinds import get_kind
 from grader.grading.plans import VARIANTS, Plan
-from grader.grading.predict import load_model, predict_with_plan
-from grader.grading.testsets import TestSet
+from grader.grading.sandboxed.predict import load_model, predict_with_plan
+from grader.grading.testdata.testsets import TestSet
 from tests.support.course import course_predictions, course_score
 from tests.support.zoo import ZOO, export
 
@@ -41,7 +41,9 @@ def test_every_plan_gives_the_course_score(
         else:
             assert report.plan == hint, (variant, [t.to_dict() for t in report.trials])
         np.testing.assert_allclose(predictions, expected, rtol=1e-5, atol=1e-5)
-        score = score_predictions(predictions, small_test_set.keypoints, threshold=100).score
+        score = get_kind("keypoints").score(
+            predictions, small_test_set.labels, threshold=100
+        ).score
         assert abs(score - expected_score) <= 1e-5 * expected_score, (variant, score)
 
 

@@ -24,7 +24,7 @@ def honest_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def honest_reference(honest_model: Path, images: np.ndarray) -> np.ndarray:
-    from grader.grading.predict import load_model, predict
+    from grader.grading.sandboxed.predict import load_model, predict
 
     return predict(load_model(honest_model, device="cpu"), images, device="cpu", batch_size=8)
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from grader.grading import sandbox
-from grader.grading.sandbox_confine import landlock_abi
+from grader.grading.sandboxed.confine import landlock_abi
 
 ATTEMPTS = r"""
 import json, os, socket, sys
 import encodings.idna  # imported before confinement: nothing can be imported after
-from grader.grading.sandbox_child import ChildRequest, confine_self
+from grader.grading.sandboxed.child import ChildRequest, confine_self
 secret, target, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 req = ChildRequest(n_images=0, device="cpu", batch_size=1, threads=1,
                    memory_limit_bytes=1 << 30, zygote_pid=os.getppid())

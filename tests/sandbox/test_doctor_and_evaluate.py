@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grader.grading.sandbox_confine import landlock_abi
+from grader.grading.sandboxed.confine import landlock_abi
 from tests.sandbox import hostile_models as hm
 
 

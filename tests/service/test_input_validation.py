@@ -21,8 +21,8 @@ from grader.config import Settings
 from grader.db import session_scope
 from grader.errors import Invalid
 from grader.exercises import service as exercises
-from grader.grading.synth import generate_faces, write_course_csv
-from grader.grading.testsets import TestSetError, load_test_set
+from grader.grading.testdata.faces import generate_faces, write_course_csv
+from grader.grading.testdata.testsets import TestSetError, load_test_set
 from tests.service.conftest import Api
 from tests.support.models import write_linear_model
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from grader.grading.testsets import TestSet
+from grader.grading.testdata.testsets import TestSet
 
 
 class CourseDataset(Dataset):
@@ -17,7 +17,7 @@ class CourseDataset(Dataset):
 
     def __init__(self, test_set: TestSet) -> None:
         self.images = test_set.images
-        self.keypoints = test_set.keypoints
+        self.keypoints = test_set.labels
 
     def __len__(self) -> int:
         return len(self.images)
@@ -83,3 +83,17 @@ def course_loop(path: Path, test_set: TestSet, device: str = "cpu") -> Callable[
         return 1.0 / (2 * (loss / len(test_set)))
 
     return run
+
+
+def classification_course_score(model_path: Path, test_set: TestSet) -> float:
+    """The plain batch-1 loop an image-classification course runs: uint8 / 255 as float32,
+    channels first, one image at a time, `argmax` of the logits; accuracy in percent."""
+    model = load_scripted(model_path).eval()
+    correct = 0
+    with torch.no_grad():
+        for image, label in zip(test_set.images, test_set.labels, strict=True):
+            # As torchvision's ToTensor() makes it: float32 in [0, 1], channels first, contiguous.
+            x = torch.tensor(image / 255, dtype=torch.float32).permute(2, 0, 1).contiguous()
+            x = x.unsqueeze(0)
+            correct += int(model(x).argmax(dim=1).item() == int(label))
+    return 100.0 * correct / len(test_set)

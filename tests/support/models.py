@@ -37,7 +37,7 @@ def write_pickle(path: Path) -> Path:
 
 
 def write_small_test_set(path: Path, *, count: int = 64, seed: int = 7) -> Path:
-    from grader.grading.synth import generate_faces, write_course_csv
+    from grader.grading.testdata.faces import generate_faces, write_course_csv
 
     images, keypoints = generate_faces(split="test", count=count, seed=seed)
     write_course_csv(path, images, keypoints)

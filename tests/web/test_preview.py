@@ -13,10 +13,15 @@ from fastapi.testclient import TestClient
 
 from grader.config import Settings
 from grader.submissions import grading
-from grader.submissions.preview import PREVIEW_FACES, public_faces
+from grader.submissions.preview import PREVIEW_IMAGES as PREVIEW_FACES
+from grader.submissions.preview import preview_samples
 from grader.web.charts import keypoint_bars, score_histogram
 from grader.web.png import encode_gray_png
 from tests.web.conftest import browser, csrf_from, log_in, make_user
+
+
+def public_faces() -> np.ndarray:
+    return preview_samples("keypoints")
 
 
 def decode_gray_png(data: bytes) -> np.ndarray:

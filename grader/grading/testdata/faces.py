@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from grader.grading.testsets import KEYPOINT_COLUMNS
+from grader.grading.kinds.keypoints import KEYPOINT_COLUMNS
 
 IMAGE_SIZE = 96
 # Distinct default seeds per split: train, val and test never share a face.

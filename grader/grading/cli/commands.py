@@ -60,7 +60,8 @@ def evaluate(
     """
     from grader.config import get_settings
     from grader.grading.engine import grade_model_file
-    from grader.grading.testsets import TestSetError, demo_test_set_path, load_test_set
+    from grader.grading.testdata.demo import demo_test_set_path
+    from grader.grading.testdata.testsets import TestSetError, load_test_set
 
     settings = get_settings()
     updates: dict[str, object] = {}
@@ -106,12 +107,11 @@ def evaluate(
         click.echo(f"{outcome.n_images} images, {outcome.seconds:.2f} s")
         if outcome.failure_message:
             click.echo(outcome.failure_message)
-        if outcome.per_keypoint_rmse_px:
-            from grader.grading.testsets import KEYPOINT_NAMES
-
-            click.echo("RMSE per keypoint (pixels):")
-            for name, rmse in zip(KEYPOINT_NAMES, outcome.per_keypoint_rmse_px, strict=True):
-                click.echo(f"  {name:<26} {rmse:6.2f}")
+        if outcome.parts:
+            breakdown = outcome.breakdown()
+            click.echo(f"{breakdown['title']} ({breakdown['unit']}):")
+            for name, value in zip(breakdown["labels"], breakdown["values"], strict=True):
+                click.echo(f"  {name:<26} {value:6.2f}")
     if outcome.passed:
         sys.exit(EXIT_PASSED)
     if outcome.status == "INFRA_ERROR":
@@ -131,7 +131,7 @@ def dataset() -> None:
 @click.option("--seed", type=int, help="Override the split's fixed seed.")
 def synth(split: str, count: int, out: Path, seed: int | None) -> None:
     """Write COUNT synthetic faces in the course's CSV format (for demos and tests)."""
-    from grader.grading.synth import generate_faces, write_course_csv
+    from grader.grading.testdata.faces import generate_faces, write_course_csv
 
     images, keypoints = generate_faces(split=split, count=count, seed=seed)
     write_course_csv(out, images, keypoints)

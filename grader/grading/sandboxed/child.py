@@ -1,12 +1,8 @@
 """The sandbox child: confines itself, then loads and runs one untrusted model.
 
-Forked by the fork server (sandbox_zygote). It gets three descriptors: a sealed memfd of raw
-uint8 images, the model file, and the write end of the result pipe. It never sees keypoints,
-settings or secrets. It writes framed messages: `S` (empty: set-up done, model code runs
-from here on), `T` (JSON: layers, timings, the plan chosen), then either `R` (exactly N*30
-float32 values, raw bytes), optionally followed by `P` (the preview faces' values), or `E`
-(JSON: kind and detail, capped). A device that cannot start is reported
-as `D` (JSON: detail) instead of `S`, before any model code has run.
+Forked by the fork server (zygote.py). It gets three descriptors: a sealed memfd of raw uint8
+images, the model file, and the write end of the result pipe. It never sees labels, settings
+or secrets. What it writes is the framed stream of `grader.grading.protocol`.
 """
 
 from __future__ import annotations
@@ -16,19 +12,16 @@ import json
 import mmap
 import os
 import re
-import struct
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from grader.grading import sandbox_confine as confine
+from grader.grading import protocol
 from grader.grading.failures import FailureKind, GradingFailure
-
-FRAME = struct.Struct("<cQ")
-MAX_JSON_BYTES = 64 * 1024
-IMAGE_BYTES = 96 * 96
+from grader.grading.kinds import Kind, get_kind
+from grader.grading.sandboxed import confine
 
 # Text of errors a confined open/write produces, as TorchScript relays them.
 _VIOLATION = re.compile(
@@ -57,6 +50,11 @@ class ChildRequest:
     plan_hint: dict[str, Any] | None = None
     avoid: tuple[dict[str, Any], ...] = ()
     preflight: bool = False
+    kind: str = "keypoints"
+
+    @property
+    def spec(self) -> Kind:
+        return get_kind(self.kind)
 
     @classmethod
     def from_json(cls, raw: dict[str, Any], *, zygote_pid: int) -> ChildRequest:
@@ -72,17 +70,18 @@ class ChildRequest:
             plan_hint=raw.get("plan_hint") if isinstance(raw.get("plan_hint"), dict) else None,
             avoid=tuple(a for a in raw.get("avoid") or () if isinstance(a, dict)),
             preflight=bool(raw.get("preflight", False)),
+            kind=str(raw.get("kind") or "keypoints"),
         )
 
 
 def send(fd: int, tag: bytes, payload: bytes) -> None:
-    view = memoryview(FRAME.pack(tag, len(payload)) + payload)
+    view = memoryview(protocol.FRAME.pack(tag, len(payload)) + payload)
     while view:
         view = view[os.write(fd, view) :]
 
 
 def send_json(fd: int, tag: bytes, obj: dict[str, Any]) -> None:
-    send(fd, tag, json.dumps(obj).encode()[:MAX_JSON_BYTES])
+    send(fd, tag, json.dumps(obj).encode()[: protocol.MAX_JSON])
 
 
 def _chain_texts(exc: BaseException) -> list[str]:
@@ -163,14 +162,14 @@ def _close_other_fds(keep: set[int]) -> None:
                 pass  # the listing's own directory descriptor
 
 
-def _read_images(fd: int, n: int) -> Any:
+def _read_images(fd: int, n: int, kind: Kind) -> Any:
     import numpy as np
 
-    size = n * IMAGE_BYTES
+    size = n * kind.image_bytes
     if size == 0:
-        return np.zeros((0, 96, 96), dtype=np.uint8)
+        return np.zeros((0, *kind.image_shape), dtype=np.uint8)
     with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mm:
-        return np.frombuffer(mm, dtype=np.uint8, count=size).reshape(n, 96, 96).copy()
+        return np.frombuffer(mm, dtype=np.uint8, count=size).reshape(n, *kind.image_shape).copy()
 
 
 def _model_memfd(model_fd: int) -> int:
@@ -233,12 +232,12 @@ def _send_preview(result_fd: int, report: Any, faces: Any, req: ChildRequest) ->
     """After `R` the grade is settled: nothing the preview does may turn into an `E`."""
     import numpy as np
 
-    from grader.grading.predict import predict_preview
+    from grader.grading.sandboxed.predict import predict_preview
 
     try:
-        preview = predict_preview(report, faces, device=req.device)
-        if preview is not None and preview.shape == (req.n_preview, 15, 2):
-            send(result_fd, b"P", np.ascontiguousarray(preview, dtype="<f4").tobytes())
+        preview = predict_preview(report, faces, device=req.device, kind=req.spec)
+        if preview is not None and preview.shape == (req.n_preview, *req.spec.output_shape):
+            send(result_fd, protocol.PREVIEW, np.ascontiguousarray(preview, "<f4").tobytes())
     except BaseException:  # noqa: B036,S110 - a courtesy picture, never a failure
         pass
 
@@ -248,24 +247,24 @@ def _grade(
 ) -> None:
     """The test images with a tuned plan (`R`), then the preview faces with it (`P`)."""
     from grader.grading.plans import Plan
-    from grader.grading.predict import predict_with_plan
+    from grader.grading.sandboxed.predict import predict_with_plan
 
     t1 = time.perf_counter()
     predictions, report = predict_with_plan(
         model, images[: req.n_images], device=req.device, max_batch=req.batch_size,
-        threads=req.threads, hint=Plan.from_dict(req.plan_hint),
+        kind=req.spec, threads=req.threads, hint=Plan.from_dict(req.plan_hint),
         avoid=[p for a in req.avoid if (p := Plan.from_dict(a)) is not None],
         # Each trial is announced first: if one kills the process, the parent runs the
         # model again without it (see sandbox._TrialCrashed).
-        announce=lambda plan: send_json(result_fd, b"C", {"plan": plan.to_dict()}),
+        announce=lambda plan: send_json(result_fd, protocol.TRIAL, {"plan": plan.to_dict()}),
     )
     info.update(
         predict_s=time.perf_counter() - t1, tuning_s=report.tuning_s,
         convert_s=report.convert_s, reference_s=report.reference_s, run_s=report.run_s,
         plan=report.plan.to_dict(), trials=[t.to_dict() for t in report.trials],
     )
-    send_json(result_fd, b"T", info)
-    _send_predictions(result_fd, predictions, req.n_images)
+    send_json(result_fd, protocol.TIMINGS, info)
+    _send_predictions(result_fd, predictions, req)
     if req.n_preview:
         _send_preview(result_fd, report, images[req.n_images :], req)
 
@@ -274,23 +273,26 @@ def _preflight(
     result_fd: int, model: Any, images: Any, req: ChildRequest, info: dict[str, Any]
 ) -> None:
     """The check at upload: a few public faces the course's way, then as one batch."""
-    from grader.grading.predict import preflight
+    from grader.grading.sandboxed.predict import preflight
 
     t1 = time.perf_counter()
-    predictions, batch_ok = preflight(model, images[: req.n_images], device=req.device)
+    predictions, batch_ok = preflight(
+        model, images[: req.n_images], device=req.device, kind=req.spec
+    )
     info.update(predict_s=time.perf_counter() - t1, batch_ok=batch_ok)
-    send_json(result_fd, b"T", info)
-    _send_predictions(result_fd, predictions, req.n_images)
+    send_json(result_fd, protocol.TIMINGS, info)
+    _send_predictions(result_fd, predictions, req)
 
 
-def _send_predictions(result_fd: int, predictions: Any, n: int) -> None:
+def _send_predictions(result_fd: int, predictions: Any, req: ChildRequest) -> None:
     import numpy as np
 
-    if tuple(predictions.shape) != (n, 15, 2):
+    expected = (req.n_images, *req.spec.output_shape)
+    if tuple(predictions.shape) != expected:
         raise GradingFailure(
-            FailureKind.BAD_OUTPUT, f"predictions of shape {predictions.shape}, not {(n, 15, 2)}"
+            FailureKind.BAD_OUTPUT, f"predictions of shape {predictions.shape}, not {expected}"
         )
-    send(result_fd, b"R", np.ascontiguousarray(predictions, dtype="<f4").tobytes())
+    send(result_fd, protocol.RESULT, np.ascontiguousarray(predictions, dtype="<f4").tobytes())
 
 
 def run(raw_request: dict[str, Any], *, zygote_pid: int, images_fd: int, model_fd: int,
@@ -305,7 +307,7 @@ def run(raw_request: dict[str, Any], *, zygote_pid: int, images_fd: int, model_f
         os.chdir("/")
         req = ChildRequest.from_json(raw_request, zygote_pid=zygote_pid)
         started = time.perf_counter()
-        images = _read_images(images_fd, req.n_images + req.n_preview)
+        images = _read_images(images_fd, req.n_images + req.n_preview, req.spec)
         os.close(images_fd)
         model_path = f"/proc/self/fd/{_model_memfd(model_fd)}" if model_fd >= 0 else ""
         layers = confine_self(req)
@@ -322,16 +324,16 @@ def run(raw_request: dict[str, Any], *, zygote_pid: int, images_fd: int, model_f
                 if not req.probe:
                     # The worker's fault, not the model's, which has not been loaded yet.
                     detail = f"device {req.device!r} unusable in the sandbox: {exc}"
-                    send_json(result_fd, b"D", {"detail": detail[:2000]})
+                    send_json(result_fd, protocol.DEVICE_FAILED, {"detail": detail[:2000]})
                     os._exit(0)
         if req.probe:
-            send_json(result_fd, b"T", info)
+            send_json(result_fd, protocol.TIMINGS, info)
             os._exit(0)
-        send(result_fd, b"S", b"")
-        from grader.grading.predict import load_model
+        send(result_fd, protocol.SET_UP, b"")
+        from grader.grading.sandboxed.predict import load_model
 
         t0 = time.perf_counter()
-        model = load_model(Path(model_path), device=req.device)
+        model = load_model(Path(model_path), device=req.device, kind=req.spec)
         t1 = time.perf_counter()
         if ops := file_operations(model):
             raise GradingFailure(
@@ -343,7 +345,7 @@ def run(raw_request: dict[str, Any], *, zygote_pid: int, images_fd: int, model_f
     except BaseException as exc:  # noqa: B036 - everything becomes a named failure
         kind, detail = classify(exc)
         try:
-            send_json(result_fd, b"E", {"kind": str(kind), "detail": detail[:4000]})
+            send_json(result_fd, protocol.ERROR, {"kind": str(kind), "detail": detail[:4000]})
         except OSError:
             code = 71
     finally:

@@ -1,45 +1,19 @@
-"""Hidden test sets in the course's CSV format, loaded into arrays and cached by content hash."""
+"""The course's CSV format for facial keypoints: 30 Kaggle keypoint columns (pixels) and an
+`Image` column of 9216 space-separated pixel values. Rows with a missing keypoint are dropped,
+as the course does; anything else wrong is an error naming the row and the problem."""
 
 from __future__ import annotations
 
 import csv
-import hashlib
-import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from grader.config import Settings
+from grader.grading.kinds.keypoints import KEYPOINT_COLUMNS, PIXELS_PER_UNIT
+from grader.grading.testdata.testsets import TestSetError
 
-KEYPOINT_NAMES: tuple[str, ...] = (
-    "left_eye_center",
-    "right_eye_center",
-    "left_eye_inner_corner",
-    "left_eye_outer_corner",
-    "right_eye_inner_corner",
-    "right_eye_outer_corner",
-    "left_eyebrow_inner_end",
-    "left_eyebrow_outer_end",
-    "right_eyebrow_inner_end",
-    "right_eyebrow_outer_end",
-    "nose_tip",
-    "mouth_left_corner",
-    "mouth_right_corner",
-    "mouth_center_top_lip",
-    "mouth_center_bottom_lip",
-)
-KEYPOINT_COLUMNS: tuple[str, ...] = tuple(
-    f"{name}_{axis}" for name in KEYPOINT_NAMES for axis in ("x", "y")
-)
 IMAGE_COLUMN = "Image"
 N_PIXELS = 96 * 96
-DEMO_TEST_SET_NAME = "demo_test.csv"
-DEMO_TEST_SET_COUNT = 1000
-# v2: keypoints are range-checked, so a set cached by v1 is parsed (and checked) again.
-_CACHE_VERSION = "v2"
 # Keypoints are pixels of a 96 x 96 image. A label may lie a little outside the image (a face
 # cut by the frame), but not beyond one image size from it: anything further is a unit or
 # column mistake, and values like 1e200 would overflow the squared error into inf/NaN.
@@ -47,39 +21,11 @@ KEYPOINT_MIN_PX = -96.0
 KEYPOINT_MAX_PX = 192.0
 
 
-class TestSetError(ValueError):
-    """The test-set file cannot be used; the message names the row and the problem."""
-
-    __test__ = False  # not a pytest test class
-
-
-@dataclass(frozen=True)
-class TestSet:
-    """Images uint8 (N, 96, 96); keypoints float32 (N, 15, 2), normalised as (k - 48) / 48."""
-
-    __test__ = False
-
-    images: np.ndarray
-    keypoints: np.ndarray
-    sha256: str
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _where(row_number: int, line_number: int) -> str:
     return f"row {row_number} (line {line_number})"
 
 
-def _parse_csv(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+def parse_course_csv(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     images: list[np.ndarray] = []
     keypoints: list[list[float]] = []
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 24))
@@ -153,7 +99,7 @@ def _parse_csv(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
         )
     image_array = np.stack(images).reshape(-1, 96, 96)
     kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, 15, 2)
-    return image_array, ((kp - 48.0) / 48.0).astype(np.float32)
+    return image_array, ((kp - PIXELS_PER_UNIT) / PIXELS_PER_UNIT).astype(np.float32)
 
 
 def _parse_pixels(pixels: list[str], name: str, where: str) -> np.ndarray:
@@ -184,41 +130,3 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def load_test_set(
-    csv_path: Path, *, cache_dir: Path | None = None, display_name: str | None = None
-) -> TestSet:
-    """Load a course CSV; with `cache_dir`, reuse an .npz keyed by the file's sha256.
-
-    Errors name the file as `display_name` (an upload's own name, not the server's temp file).
-    """
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise TestSetError(f"{display_name or csv_path}: no such file")
-    sha = _sha256(csv_path)
-    cache_file = None
-    if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"testset-{_CACHE_VERSION}-{sha}.npz"
-        if cache_file.is_file():
-            try:
-                with np.load(cache_file) as data:
-                    return TestSet(images=data["images"], keypoints=data["keypoints"], sha256=sha)
-            except (OSError, KeyError, ValueError):
-                pass  # a damaged cache entry is rebuilt below
-    images, keypoints = _parse_csv(csv_path, display_name or csv_path.name)
-    if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(f".{cache_file.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, images=images, keypoints=keypoints)
-        os.replace(tmp, cache_file)
-    return TestSet(images=images, keypoints=keypoints, sha256=sha)
-
-
-def demo_test_set_path(settings: Settings) -> Path:
-    """The demo exercise's hidden test set (synthetic `test` split), generated on first use."""
-    path = settings.testsets_dir / DEMO_TEST_SET_NAME
-    if not path.is_file():
-        from grader.grading.synth import generate_faces, write_course_csv
-
-        images, keypoints = generate_faces(split="test", count=DEMO_TEST_SET_COUNT)
-        write_course_csv(path, images, keypoints)
-    return path

@@ -1,6 +1,6 @@
 """The fork server: imports torch once, then forks one confined child per submission.
 
-Started by `grader.grading.sandbox` as `python -m grader.grading.sandbox_zygote PARENT_PID FD`
+Started by `grader.grading.sandbox` as `python -m grader.grading.sandboxed.zygote PARENT_PID FD`
 with a scrubbed environment and one SOCK_SEQPACKET control socket on descriptor FD. It holds
 no labels, settings, secrets or CUDA context, and runs no torch operation before forking.
 
@@ -39,8 +39,9 @@ def _preload() -> None:
     import torch  # noqa: F401
     import torch.jit._freeze  # noqa: F401
 
-    import grader.grading.predict  # noqa: F401
-    import grader.grading.sandbox_child  # noqa: F401
+    import grader.grading.kinds  # noqa: F401
+    import grader.grading.sandboxed.child  # noqa: F401
+    import grader.grading.sandboxed.predict  # noqa: F401
 
 
 def _warm_up() -> None:
@@ -54,31 +55,39 @@ def _warm_up() -> None:
     import numpy as np
     import torch
 
-    from grader.grading.predict import load_model, predict_with_plan
+    from grader.grading.kinds import KINDS
+    from grader.grading.sandboxed.predict import load_model, predict_with_plan
 
     torch.set_num_threads(1)
 
     class _Warm(torch.nn.Module):
-        def __init__(self) -> None:
+        def __init__(self, channels: int, features: int, outputs: int) -> None:
             super().__init__()
-            self.conv = torch.nn.Conv2d(1, 4, 3, stride=2)
+            self.conv = torch.nn.Conv2d(channels, 4, 3, stride=2)
             self.bn = torch.nn.BatchNorm2d(4)
-            self.fc = torch.nn.Linear(4 * 47 * 47, 30)
+            self.fc = torch.nn.Linear(features, outputs)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.fc(torch.relu(self.bn(self.conv(x))).flatten(1))
 
-    memfd = os.memfd_create("warm-up", os.MFD_CLOEXEC)
-    try:
-        with open(f"/proc/self/fd/{memfd}", "wb") as fh:
-            torch.jit.save(torch.jit.script(_Warm().eval()), fh)
-        model = load_model(Path(f"/proc/self/fd/{memfd}"), device="cpu")
-        predict_with_plan(
-            model, np.zeros((40, 96, 96), np.uint8), device="cpu", max_batch=32, threads=1,
-            tuning_share=1e9,
-        )
-    finally:
-        os.close(memfd)
+    for kind in KINDS.values():
+        images = np.zeros((40, *kind.image_shape), np.uint8)
+        x = kind.to_input(images[:1])
+        warm = _Warm(x.shape[1], 0, kind.output_values)
+        with torch.no_grad():
+            features = warm.bn(warm.conv(x)).flatten(1).shape[1]
+        warm.fc = torch.nn.Linear(features, kind.output_values)
+        memfd = os.memfd_create("warm-up", os.MFD_CLOEXEC)
+        try:
+            with open(f"/proc/self/fd/{memfd}", "wb") as fh:
+                torch.jit.save(torch.jit.script(warm.eval()), fh)
+            model = load_model(Path(f"/proc/self/fd/{memfd}"), device="cpu", kind=kind)
+            predict_with_plan(
+                model, images, device="cpu", max_batch=32, kind=kind, threads=1,
+                tuning_share=1e9,
+            )
+        finally:
+            os.close(memfd)
 
 
 def _rss_bytes(pid: int) -> int:
@@ -137,7 +146,7 @@ def _supervise(pid: int, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _serve(control: socket.socket) -> None:
-    from grader.grading import sandbox_child
+    from grader.grading.sandboxed import child as sandbox_child
 
     me = os.getpid()
     while True:
@@ -169,7 +178,7 @@ def _serve(control: socket.socket) -> None:
 
 def main() -> None:
     parent, control_fd = int(sys.argv[1]), int(sys.argv[2])
-    from grader.grading import sandbox_confine
+    from grader.grading.sandboxed import confine as sandbox_confine
 
     sandbox_confine.die_with_parent()
     if os.getppid() != parent:

@@ -1,0 +1,1 @@
+"""The grading commands of the `grader` CLI: evaluate, dataset, doctor."""
