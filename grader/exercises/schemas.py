@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-import math
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
 from grader.exercises.models import LatePolicy, LeaderboardVisibility
@@ -72,23 +71,7 @@ DailyLimit = Annotated[
 ]
 
 
-class _JsonNumbers(BaseModel):
-    """JSON has no NaN or Infinity, but Python's parser accepts those literals. Passed on as
-    floats, the 422 that refuses them would echo them back, and no JSON response can hold
-    them (a 500). As strings they are refused the same way and reported intact."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _non_finite_as_text(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        return {
-            key: str(value) if isinstance(value, float) and not math.isfinite(value) else value
-            for key, value in data.items()
-        }
-
-
-class ExerciseCreate(_JsonNumbers):
+class ExerciseCreate(BaseModel):
     slug: str = Field(min_length=1, max_length=SLUG_MAX, pattern=SLUG_PATTERN)
     title: Title
     description: Description = ""
@@ -106,7 +89,7 @@ class ExerciseCreate(_JsonNumbers):
     use_demo_test_set: bool = False
 
 
-class ExerciseUpdate(_JsonNumbers):
+class ExerciseUpdate(BaseModel):
     title: Title | SkipJsonSchema[None] = None
     description: Description | SkipJsonSchema[None] = None
     threshold: Threshold | SkipJsonSchema[None] = None
