@@ -116,13 +116,6 @@ def finite_json(value: Any) -> Any:
     return value
 
 
-async def _invalid_request(_: Request, exc: Exception) -> JSONResponse:
-    """FastAPI's request-validation 422, renderable whatever the client sent."""
-    assert isinstance(exc, RequestValidationError)
-    errors = finite_json(jsonable_encoder(exc.errors()))
-    return JSONResponse({"detail": errors}, status_code=422)
-
-
 def make_publish(settings: Settings, publisher: Publisher) -> Publish:
     def publish(submission_id: int, queue: str) -> None:
         try:
@@ -159,7 +152,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.add_exception_handler(RequestValidationError, _invalid_request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own 422 body, renderable whatever the client sent.
+        errors = finite_json(jsonable_encoder(exc.errors()))
+        return JSONResponse({"detail": errors}, status_code=422)
 
     @app.exception_handler(DomainError)
     async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
