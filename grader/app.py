@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
@@ -80,6 +84,38 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class GraderApp(FastAPI):
+    """FastAPI with SecurityHeaders around the whole stack.
+
+    A middleware added with add_middleware sits inside Starlette's ServerErrorMiddleware, so
+    the 500 that middleware sends for an unhandled exception (and anything else answered
+    outside the user middleware) would go out without the headers.
+    """
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack())
+
+
+# JSON's spelling of the non-finite numbers Python's parser accepts in a request body.
+_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def finite_json(value: Any) -> Any:
+    """`value` with every NaN or infinity replaced by its JSON spelling as a string.
+
+    A request body may hold `NaN` or `Infinity` (Python's JSON parser accepts them) and the
+    422 that refuses it echoes the input back; no JSON response can hold those numbers, so
+    FastAPI's own handler would fail while rendering it, a 500 instead of the 422.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return _NON_FINITE.get(value, "NaN")
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(item) for item in value]
+    return value
+
+
 def make_publish(settings: Settings, publisher: Publisher) -> Publish:
     def publish(submission_id: int, queue: str, *, preflight: bool = False) -> None:
         if preflight:
@@ -116,14 +152,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 sweeper.stop()
             publisher.close()
 
-    app = FastAPI(
+    app = GraderApp(
         title="grader",
         version=__version__,
         description="Grade TorchScript models against hidden test sets.",
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.add_middleware(SecurityHeaders)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own 422 body, renderable whatever the client sent.
+        errors = finite_json(jsonable_encoder(exc.errors()))
+        return JSONResponse({"detail": errors}, status_code=422)
 
     @app.exception_handler(DomainError)
     async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:

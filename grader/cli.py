@@ -14,6 +14,16 @@ class SettingsError(click.ClickException):
     exit_code = 2  # bad input, as for every command's own arguments
 
 
+# Settings whose value must not be echoed into a terminal or a log.
+SECRET_SETTINGS = {"secret_key", "admin_password"}
+
+
+def _settings_error_line(err: Any) -> str:
+    field = "_".join(map(str, err["loc"]))
+    value = "(hidden)" if field in SECRET_SETTINGS else repr(err.get("input"))
+    return f"  GRADER_{field.upper()}={value}: {err['msg']}"
+
+
 class GraderGroup(click.Group):
     """Reports invalid GRADER_* settings as one line each instead of a traceback."""
 
@@ -23,11 +33,7 @@ class GraderGroup(click.Group):
         except ValidationError as exc:
             if exc.title != "Settings":
                 raise
-            lines = [
-                f"  GRADER_{'_'.join(map(str, err['loc'])).upper()}={err.get('input')!r}: "
-                f"{err['msg']}"
-                for err in exc.errors()
-            ]
+            lines = [_settings_error_line(err) for err in exc.errors()]
             raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None
 
 

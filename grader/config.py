@@ -7,8 +7,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from grader.auth.validation import PASSWORD_MAX, PASSWORD_MIN
 
 DEFAULT_SECRET = "insecure-local-secret-change-me"
 # One rate limit as the `limits` library parses it, or "" for none.
@@ -27,7 +29,12 @@ class Settings(BaseSettings):
     broker_url: str | None = None
 
     secret_key: str = DEFAULT_SECRET
-    admin_password: str | None = None
+    # The `admin` account's password on first start (and its reset when changed). The same
+    # policy as every password, so a short one stops the start with a clear error instead of
+    # failing half-way through it. Empty means unset: a password is generated and printed.
+    admin_password: str | None = Field(
+        default=None, min_length=PASSWORD_MIN, max_length=PASSWORD_MAX
+    )
     access_token_ttl_hours: int = 24 * 30
 
     host: str = "127.0.0.1"
@@ -95,6 +102,11 @@ class Settings(BaseSettings):
     # Failed pre-flights do not use up the daily limit; this many a day per student and
     # exercise do (so a broken-model loop cannot keep a pre-flight process busy).
     preflight_failures_per_day: int = Field(default=30, ge=1)
+
+    @field_validator("admin_password", mode="before")
+    @classmethod
+    def _empty_password_is_unset(cls, value: object) -> object:
+        return value or None
 
     @model_validator(mode="after")
     def _refuse_default_secret_outside_local(self) -> Settings:

@@ -11,6 +11,7 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -24,6 +25,17 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+# Row ids are 32-bit integers on every backend. A larger number from a URL names no row, and
+# must be answered as "not found" before it reaches the database: PostgreSQL refuses to compare
+# it with the column and SQLite's driver cannot even bind it (both a 500 otherwise).
+MAX_ROW_ID = 2**31 - 1
+
+
+def is_row_id(value: int) -> bool:
+    """Whether `value` could be the id of a row."""
+    return 1 <= value <= MAX_ROW_ID
 
 
 class Base(DeclarativeBase):
@@ -171,6 +183,36 @@ def session_scope(url: str, *, write: bool = True) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+class DuplicateRow(Exception):
+    """A unique constraint refused an insert; the message is the database's (it names the
+    constraint or the column)."""
+
+
+def _is_unique_violation(exc: IntegrityError) -> bool:
+    orig = exc.orig
+    # PostgreSQL's SQLSTATE unique_violation; SQLite has no codes in its Python errors.
+    return getattr(orig, "sqlstate", None) == "23505" or "UNIQUE constraint failed" in str(orig)
+
+
+@contextmanager
+def unique_insert(session: Session) -> Iterator[None]:
+    """Flush the rows added in the block in a savepoint; raise DuplicateRow if a unique
+    constraint refuses them.
+
+    Services look for an existing row first, for a clear message, but two requests can both
+    pass that check before either commits; the second INSERT then fails on the constraint
+    (PostgreSQL; SQLite's writers take turns). The caller turns DuplicateRow into the same
+    Conflict the check gives, and the savepoint keeps the rest of the transaction usable.
+    """
+    try:
+        with session.begin_nested():
+            yield
+    except IntegrityError as exc:
+        if not _is_unique_violation(exc):
+            raise
+        raise DuplicateRow(str(exc.orig)) from exc
 
 
 def import_all_models() -> None:

@@ -16,6 +16,13 @@ class DomainError(Exception):
         self.headers = headers
 
 
+class BadRequest(DomainError):
+    """The request itself is malformed (e.g. an unreadable multipart body): nothing in it
+    could be read, so there is nothing to validate."""
+
+    status_code = 400
+
+
 class NotAuthenticated(DomainError):
     status_code = 401
 
@@ -64,5 +71,35 @@ _DESCRIPTIONS = {
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses=` for the domain errors a route really returns."""
+    """OpenAPI `responses=` for the domain errors a route really returns.
+
+    Routes that read their input themselves (uploads, test sets) only ever answer a domain
+    error's `{"detail": "one message"}`; routes with a pydantic body or typed parameters can
+    also answer FastAPI's own 422 and use `api_errors` instead.
+    """
     return {code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]} for code in codes}
+
+
+class ValidationProblem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorBody(BaseModel):
+    """FastAPI's request-validation body (a JSON body of the wrong shape, a non-integer id in
+    the path, `limit=0`): one entry per problem."""
+
+    detail: list[ValidationProblem]
+
+
+def api_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """`error_responses(*codes)`, with 422 documented as either body: a domain error's one
+    message or FastAPI's list of problems."""
+    responses = error_responses(*(code for code in codes if code != 422))
+    if 422 in codes:
+        responses[422] = {
+            "model": ErrorBody | ValidationErrorBody,
+            "description": "Invalid input: one message, or FastAPI's list of problems",
+        }
+    return responses

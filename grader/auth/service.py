@@ -20,7 +20,7 @@ from grader.auth import validation
 from grader.auth.models import ApiToken, Role, User
 from grader.auth.throttle import login_throttle
 from grader.config import Settings
-from grader.db import begin_write, utcnow
+from grader.db import DuplicateRow, begin_write, is_row_id, unique_insert, utcnow
 from grader.errors import (
     Conflict,
     DomainError,
@@ -123,7 +123,7 @@ def _valid(check: Callable[..., str], value: str, **kwargs: Any) -> str:
 def create_user(
     session: Session,
     *,
-    actor: User | None = None,
+    actor: User | None,
     username: str,
     role: Role = Role.STUDENT,
     password: str | None = None,
@@ -160,8 +160,13 @@ def create_user(
         student_id=student_id or None,
         display_name=display_name or username,
     )
-    session.add(user)
-    session.flush()
+    try:
+        with unique_insert(session):
+            session.add(user)
+    except DuplicateRow as exc:
+        if student_id and "student_id" in str(exc):
+            raise Conflict(f"Student id {student_id!r} is already taken.") from None
+        raise Conflict(f"User {username!r} already exists.") from None
     return user
 
 
@@ -357,7 +362,7 @@ def list_tokens(session: Session, *, user: User) -> list[ApiToken]:
 
 def revoke_token(session: Session, *, actor: User | None, token_id: int) -> ApiToken:
     """Revoke one token: the owner's own, or one of an account the actor may manage."""
-    record = session.get(ApiToken, token_id)
+    record = session.get(ApiToken, token_id) if is_row_id(token_id) else None
     if record is None or (
         actor is not None and record.user_id != actor.id and not actor.is_instructor
     ):

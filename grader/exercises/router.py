@@ -5,10 +5,9 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from grader.api_errors import api_errors
 from grader.auth.models import User
 from grader.deps import CurrentUser, InstructorUser, PublishDep, SessionDep, SettingsDep
-from grader.errors import error_responses
+from grader.errors import api_errors, error_responses
 from grader.exercises import service
 from grader.exercises.models import Exercise
 from grader.exercises.schemas import ExerciseCreate, ExerciseOut, ExerciseUpdate, RescoreOut

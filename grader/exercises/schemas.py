@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-import math
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
 from grader.exercises.models import LatePolicy, LeaderboardVisibility
@@ -73,23 +72,7 @@ DailyLimit = Annotated[
 ]
 
 
-class _JsonNumbers(BaseModel):
-    """JSON has no NaN or Infinity, but Python's parser accepts those literals. Passed on as
-    floats, the 422 that refuses them would echo them back, and no JSON response can hold
-    them (a 500). As strings they are refused the same way and reported intact."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _non_finite_as_text(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        return {
-            key: str(value) if isinstance(value, float) and not math.isfinite(value) else value
-            for key, value in data.items()
-        }
-
-
-class ExerciseCreate(_JsonNumbers):
+class ExerciseCreate(BaseModel):
     slug: str = Field(min_length=1, max_length=SLUG_MAX, pattern=SLUG_PATTERN)
     title: Title
     kind: str = Field(default=DEFAULT_KIND, description=f"One of: {', '.join(KINDS)}.")
@@ -108,7 +91,7 @@ class ExerciseCreate(_JsonNumbers):
     use_demo_test_set: bool = False
 
 
-class ExerciseUpdate(_JsonNumbers):
+class ExerciseUpdate(BaseModel):
     title: Title | SkipJsonSchema[None] = None
     # Only while the exercise has no test set: a test set is in one kind's format.
     kind: str | SkipJsonSchema[None] = None

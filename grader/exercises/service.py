@@ -14,7 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from grader.auth.models import User
-from grader.config import Settings, get_settings
+from grader.config import Settings
+from grader.db import DuplicateRow, unique_insert
 from grader.errors import Conflict, Invalid, NotFound
 from grader.exercises.models import Exercise, LatePolicy, LeaderboardVisibility
 from grader.grading.kinds import DEFAULT_KIND, KINDS, get_kind
@@ -273,8 +274,11 @@ def create_exercise(
     }
     _validate(values, settings)
     exercise = Exercise(slug=slug, **_normalise(values))
-    session.add(exercise)
-    session.flush()
+    try:
+        with unique_insert(session):
+            session.add(exercise)
+    except DuplicateRow:
+        raise Conflict(f"Exercise {slug!r} already exists.") from None
     return exercise
 
 
@@ -287,7 +291,7 @@ def update_exercise(
     *,
     exercise: Exercise,
     changes: dict[str, Any],
-    settings: Settings | None = None,
+    settings: Settings,
 ) -> Exercise:
     unknown = set(changes) - set(EDITABLE)
     if unknown:
@@ -295,7 +299,7 @@ def update_exercise(
     if changes.get("kind", exercise.kind) != exercise.kind and exercise.testset_path:
         # Its test set, and every score so far, are in the old kind's terms.
         raise Conflict("The kind of an exercise changes only before it has a test set.")
-    _validate(changes, settings or get_settings())
+    _validate(changes, settings)
     for key, value in _normalise(changes).items():
         setattr(exercise, key, value)
     session.flush()

@@ -36,6 +36,7 @@ def bootstrap(settings: Settings, *, demo: bool = True) -> BootstrapReport:
                 generated = password
             auth.create_user(
                 session,
+                actor=None,  # the operator
                 username=ADMIN_USERNAME,
                 role=Role.ADMIN,
                 password=password,

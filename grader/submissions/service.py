@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, joinedload
 
 from grader.auth.models import User
 from grader.config import Settings
-from grader.db import after_commit, utcnow
+from grader.db import MAX_ROW_ID, after_commit, is_row_id, utcnow
 from grader.errors import Conflict, Forbidden, NotFound, RateLimited
 from grader.exercises.models import Exercise, LatePolicy
 from grader.grading.failures import FailureKind
@@ -220,13 +220,11 @@ def schedule_publish(
     after_commit(session, lambda: publish(submission_id, queue, preflight=preflight))
 
 
-# Row ids are 32-bit integers: a larger number names no submission (and PostgreSQL would
-# refuse to compare it with the column).
-MAX_ID = 2**31 - 1
+MAX_ID = MAX_ROW_ID
 
 
 def get_submission(session: Session, *, user: User, submission_id: int) -> Submission:
-    if not 1 <= submission_id <= MAX_ID:
+    if not is_row_id(submission_id):
         raise NotFound(f"No submission {submission_id}.")
     submission = session.scalar(
         select(Submission)
@@ -296,6 +294,8 @@ def rescore_submissions(
     The old result is deleted and the row goes back to QUEUED with its attempts reset; rows
     still QUEUED or RUNNING are left alone (they are graded against the current test set).
     """
+    if submission_id is not None and not is_row_id(submission_id):
+        raise NotFound(f"No submission {submission_id} in {exercise.slug!r}.")
     conditions = [Submission.exercise_id == exercise.id, Submission.status.in_(TERMINAL)]
     if submission_id is not None:
         conditions.append(Submission.id == submission_id)

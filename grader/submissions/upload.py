@@ -16,19 +16,13 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from grader.errors import DomainError, Invalid, PayloadTooLarge
+from grader.errors import BadRequest, Invalid, PayloadTooLarge
 from grader.exercises.service import has_unsafe_chars
 
 # Multipart framing around the file (boundaries, part headers): generous but bounded.
 MULTIPART_OVERHEAD = 64 * 1024
 FIELD_NAME = "file"
 FILENAME_MAX = 255
-
-
-class MalformedUpload(DomainError):
-    """The body is not well-formed multipart (a 400: nothing in it could be read)."""
-
-    status_code = 400
 
 
 @dataclass(frozen=True)
@@ -158,7 +152,7 @@ async def receive_file(
                     parser.write(chunk)
                 parser.finalize()
             except FormParserError as exc:
-                raise MalformedUpload(f"Malformed multipart body: {exc}") from None
+                raise BadRequest(f"Malformed multipart body: {exc}") from None
             out.flush()
             # Durable before anything names it; done here, outside any database transaction.
             os.fsync(out.fileno())

@@ -69,15 +69,19 @@ def exercise_fields(form: FormData) -> dict[str, Any]:
         "description": _text(form, "description"),
         "threshold": _optional_number(form, "threshold", float),
         "deadline": deadline,
-        "daily_limit": _optional_number(form, "daily_limit", int),
         "time_limit_s": _optional_number(form, "time_limit_s", float),
-        "max_model_bytes": int(size_mib * 1024 * 1024) if size_mib else None,
+        "max_model_bytes": None if size_mib is None else exercises.mib_to_bytes(size_mib),
         "queue": _text(form, "queue") or "cpu",
         "late_policy": _text(form, "late_policy") or LatePolicy.REJECT.value,
         "leaderboard_visibility": _text(form, "leaderboard_visibility")
         or LeaderboardVisibility.ANONYMOUS.value,
         "is_published": form.get("is_published") is not None,
     }
+    # As in the API: a blank field is "no limit"; a form without the field leaves it to the
+    # service (the server's default for a new exercise, unchanged for an edit). The create form
+    # comes prefilled with the default, so "unlimited" is always a deliberate choice.
+    if "daily_limit" in form:
+        fields["daily_limit"] = _optional_number(form, "daily_limit", int)
     if not fields["title"]:
         raise Invalid("An exercise needs a title.")
     return fields
@@ -97,9 +101,20 @@ def instructor_home(_: PageInstructor) -> Response:
 
 
 @router.get("/exercises")
-def exercises_page(request: Request, _: PageInstructor, session: SessionDep) -> Response:
+def exercises_page(
+    request: Request, _: PageInstructor, session: SessionDep, settings: SettingsDep
+) -> Response:
     rows = exercises.list_exercises(session, include_unpublished=True)
-    return render(request, "instructor/exercises.html", {"exercises": rows, **_choices()})
+    # What a new exercise gets when its form is left as it is: the server's defaults.
+    defaults = {
+        "threshold": settings.default_threshold,
+        "daily_limit": settings.default_daily_limit,
+    }
+    return render(
+        request,
+        "instructor/exercises.html",
+        {"exercises": rows, "defaults": defaults, **_choices()},
+    )
 
 
 @router.post("/exercises", dependencies=[CsrfForm])
@@ -152,7 +167,7 @@ def exercise_dashboard(
 
 @router.post("/exercises/{slug}", dependencies=[CsrfForm])
 async def update_exercise(
-    request: Request, slug: str, _: PageInstructor, session: SessionDep
+    request: Request, slug: str, _: PageInstructor, session: SessionDep, settings: SettingsDep
 ) -> Response:
     form = await request.form()
     exercise = exercises.get_exercise(session, slug=slug)
@@ -161,7 +176,7 @@ async def update_exercise(
         del changes["max_model_bytes"]
     if changes["threshold"] is None:
         del changes["threshold"]
-    exercises.update_exercise(session, exercise=exercise, changes=changes)
+    exercises.update_exercise(session, exercise=exercise, changes=changes, settings=settings)
     return RedirectResponse(f"/instructor/exercises/{slug}?notice=saved", status_code=303)
 
 
@@ -180,6 +195,7 @@ async def upload_test_set(
         exercise=exercise,
         upload=upload.file,
         settings=settings,
+        filename=upload.filename,
     )
     return RedirectResponse(f"/instructor/exercises/{slug}?notice=testset", status_code=303)
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from grader.config import Settings
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "facial_keypoints"
 
@@ -110,3 +112,25 @@ def test_invalid_settings_exit_2_naming_the_variable(
     assert "Traceback" not in result.stderr
     assert "GRADER_DEVICE='tpu'" in result.stderr
     assert "GRADER_WORKER_CONCURRENCY='0'" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["serve"], ["migrate"], ["users", "list"]])
+def test_short_admin_password_exits_2_naming_the_variable(
+    env: dict[str, str], command: list[str]
+) -> None:
+    # Shorter than the password policy: the first start used to create the admin with it and
+    # stop half-way with a traceback.
+    bad = {**env, "GRADER_ADMIN_PASSWORD": "shorty1"}
+    result = subprocess.run(
+        ["grader", *command], capture_output=True, text=True, env=bad, timeout=60
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if "GRADER_ADMIN_PASSWORD" in line]
+    assert "at least 8 characters" in line
+    assert "shorty1" not in result.stderr  # a secret is never echoed
+
+
+def test_empty_admin_password_means_generate_one() -> None:
+    assert Settings(admin_password="").admin_password is None
+    assert Settings(admin_password="long-enough").admin_password == "long-enough"

@@ -5,18 +5,26 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import threading
+import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
+from grader.auth import service as auth_service
 from grader.auth.models import ApiToken
 from grader.config import Settings
-from grader.db import session_scope
+from grader.db import begin_write, get_sessionmaker, session_scope
+from grader.errors import Conflict, NotFound
+from grader.exercises import service as exercises_service
+from grader.exercises.models import Exercise
 from grader.submissions.models import Status, Submission
+from grader.submissions.service import rescore_submissions
 from tests.service.conftest import Api
 from tests.support.models import write_linear_model, write_pickle
 
@@ -64,6 +72,23 @@ def test_tokens_are_stored_hashed_and_revocable(settings: Settings, make_student
     assert as_new.get("/api/v1/auth/me").status_code == 200
     assert student.delete(f"/api/v1/tokens/{token_id}").status_code == 200
     assert as_new.get("/api/v1/auth/me").status_code == 401
+
+
+@pytest.mark.parametrize("token_id", [0, -1, 2**31, 2**63, 10**30])
+def test_revoking_a_token_id_beyond_any_row_is_404(
+    settings: Settings, make_student: Any, make_exercise: Any, admin: Api, token_id: int
+) -> None:
+    # Found by the schemathesis run: PostgreSQL refused the comparison (integer out of
+    # range) and SQLite's driver could not bind the number, both a 500.
+    student, slug = make_student(), make_exercise()
+    assert student.delete(f"/api/v1/tokens/{token_id}").status_code == 404
+    assert admin.delete(f"/api/v1/tokens/{token_id}").status_code == 404
+    with session_scope(settings.sqlalchemy_url) as session:
+        exercise = session.scalars(select(Exercise).where(Exercise.slug == slug)).one()
+        with pytest.raises(NotFound):
+            rescore_submissions(
+                session, exercise=exercise, publish=lambda *_: None, submission_id=token_id
+            )
 
 
 def test_students_cannot_use_instructor_endpoints(make_student: Any, make_exercise: Any) -> None:
@@ -213,3 +238,68 @@ def test_grades_export_lists_every_student(
     rows = {r["username"]: r for r in csv.DictReader(io.StringIO(response.text))}
     assert rows[student.username]["student_id"] == f"id-{slug}"
     assert rows[student.username]["best_score"] == "" and rows[student.username]["attempts"] == "0"
+
+
+def _wait_until_blocked_on_a_lock(session: Any, timeout: float = 20.0) -> None:
+    """PostgreSQL: until some other transaction waits on a row or index lock."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        waiting = session.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+        )
+        if waiting:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the second request never reached its INSERT")
+
+
+@pytest.mark.parametrize("taken", ["slug", "username", "student_id"])
+def test_a_name_taken_by_a_concurrent_request_is_a_conflict(settings: Settings, taken: str) -> None:
+    # Found by the schemathesis run on PostgreSQL: two requests creating the same exercise
+    # both passed the "already exists?" check before either committed; the second INSERT then
+    # failed on the unique constraint, a 500 instead of the 409.
+    name = f"race-{uuid.uuid4().hex[:8]}"
+
+    def create(session: Any, suffix: str) -> None:
+        if taken == "slug":
+            exercises_service.create_exercise(session, slug=name, title="t", settings=settings)
+        else:
+            auth_service.create_user(
+                session,
+                actor=None,
+                username=name if taken == "username" else name + suffix,
+                student_id=name if taken == "student_id" else None,
+                password="race-password",
+            )
+
+    maker = get_sessionmaker(settings.sqlalchemy_url)
+    first = maker()
+    begin_write(first)
+    create(first, "-a")
+    outcome: list[BaseException | None] = []
+
+    def second_request() -> None:
+        with maker() as second:
+            try:
+                begin_write(second)  # SQLite: waits here for the first to commit
+                create(second, "-b")
+                outcome.append(None)
+            except BaseException as exc:
+                outcome.append(exc)
+            second.rollback()
+
+    thread = threading.Thread(target=second_request)
+    thread.start()
+    try:
+        if first.get_bind().dialect.name == "postgresql":
+            with maker() as observer:
+                _wait_until_blocked_on_a_lock(observer)
+        first.commit()
+    finally:
+        first.close()
+        thread.join(timeout=60)
+    assert len(outcome) == 1 and isinstance(outcome[0], Conflict), outcome
+    assert ("Student id" in str(outcome[0])) == (taken == "student_id")

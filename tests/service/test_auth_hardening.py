@@ -43,7 +43,9 @@ def make_user(app_client: TestClient, settings: Settings) -> Any:
     def make(role: Role = Role.STUDENT) -> Api:
         username = _name(role.value[:3])
         with session_scope(settings.sqlalchemy_url) as session:
-            auth_service.create_user(session, username=username, role=role, password=PASSWORD)
+            auth_service.create_user(
+                session, actor=None, username=username, role=role, password=PASSWORD
+            )
         return Api(app_client, login(app_client, username, PASSWORD), username)
 
     return make
@@ -153,7 +155,7 @@ def test_roster_rows_obey_the_role_rule_and_the_password_policy(
     first, sneaky = _name("r"), _name("r")
     with session_scope(settings.sqlalchemy_url) as session:
         instructor = auth_service.create_user(
-            session, username=_name("ins"), role=Role.INSTRUCTOR, password=PASSWORD
+            session, actor=None, username=_name("ins"), role=Role.INSTRUCTOR, password=PASSWORD
         )
         roster = _roster(tmp_path, f"username,role\n{first},student\n{sneaky},admin\n")
         with pytest.raises(Forbidden, match="Roster line 3"):
@@ -198,9 +200,9 @@ def test_admin_cli_roster_applies_the_password_policy(
 def test_role_changes_need_an_admin_and_keep_one(settings: Settings) -> None:
     with session_scope(settings.sqlalchemy_url) as session:
         instructor = auth_service.create_user(
-            session, username=_name("ins"), role=Role.INSTRUCTOR, password=PASSWORD
+            session, actor=None, username=_name("ins"), role=Role.INSTRUCTOR, password=PASSWORD
         )
-        student = auth_service.create_user(session, username=_name(), password=PASSWORD)
+        student = auth_service.create_user(session, actor=None, username=_name(), password=PASSWORD)
         with pytest.raises(Forbidden):
             auth_service.set_role(session, actor=instructor, user=student, role=Role.INSTRUCTOR)
         with pytest.raises(Forbidden):
@@ -414,7 +416,7 @@ def test_service_bounds_hold_without_the_schema(settings: Settings) -> None:
         ):
             with pytest.raises(Invalid):
                 auth_service.create_user(
-                    session, **{"username": _name(), "password": PASSWORD, **fields}
+                    session, actor=None, **{"username": _name(), "password": PASSWORD, **fields}
                 )
         session.rollback()
 
@@ -439,6 +441,23 @@ def test_security_headers_on_every_response(app_client: TestClient, path: str) -
     csp = headers["content-security-policy"]
     assert "frame-ancestors 'none'" in csp and "script-src 'self';" in csp
     assert "unsafe-inline" not in csp
+
+
+def test_security_headers_on_a_500(settings: Settings) -> None:
+    """An unhandled exception is answered by Starlette's outermost handler; the headers
+    must be on that answer too (an error page can be framed like any other)."""
+    app = create_app(settings)
+
+    @app.get("/test-only/boom")
+    def boom() -> None:
+        raise RuntimeError("a bug")
+
+    response = TestClient(app, raise_server_exceptions=False).get("/test-only/boom")
+    assert response.status_code == 500
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["referrer-policy"] == "same-origin"
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
 
 
 def test_api_docs_keep_working_under_their_own_policy(app_client: TestClient) -> None:

@@ -197,6 +197,24 @@ BAD_SETTINGS = [
 ]
 
 
+@pytest.mark.parametrize(
+    ("path", "raw"),
+    [
+        ("/api/v1/tokens", '{"name": "ci", "expires_in_days": NaN}'),
+        ("/api/v1/tokens", '{"name": Infinity}'),
+        ("/api/v1/users", '{"username": -Infinity, "password": "long-enough"}'),
+        ("/api/v1/users", '{"username": "ok-name", "student_id": [NaN, {"x": Infinity}]}'),
+    ],
+)
+def test_non_finite_numbers_anywhere_are_a_422(admin: Api, path: str, raw: str) -> None:
+    """Python's JSON parser accepts NaN and Infinity; the 422 that refuses them echoes
+    them back as JSON's spelling, in strings, instead of failing to render (a 500)."""
+    response = admin.post(path, content=raw, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    echoed = json.dumps(response.json())
+    assert any(word in echoed for word in ('"NaN"', '"Infinity"', '"-Infinity"')), echoed
+
+
 @pytest.mark.parametrize("raw", BAD_SETTINGS)
 def test_bad_exercise_settings_are_422_and_change_nothing(
     raw: str, admin: Api, make_exercise: Any

@@ -57,7 +57,9 @@ def web_app(web_settings: Settings) -> Iterator[TestClient]:
 def make_user(settings: Settings, role: Role = Role.STUDENT) -> str:
     username = f"{role.value[:3]}-{uuid.uuid4().hex[:8]}"
     with session_scope(settings.sqlalchemy_url) as session:
-        auth_service.create_user(session, username=username, role=role, password=PASSWORD)
+        auth_service.create_user(
+            session, actor=None, username=username, role=role, password=PASSWORD
+        )
     return username
 
 

@@ -165,7 +165,11 @@ def test_bidi_and_control_characters_are_shown_as_codes(
     username = f"rtl-{uuid.uuid4().hex[:6]}"
     with session_scope(web_settings.sqlalchemy_url) as session:
         auth_service.create_user(
-            session, username=username, password=PASSWORD, display_name="Eve\u202eevil"
+            session,
+            actor=None,
+            username=username,
+            password=PASSWORD,
+            display_name="Eve\u202eevil",
         )
     client = log_in(browser(web_app), username)
 
@@ -201,6 +205,7 @@ def test_script_in_a_display_name_is_escaped(web_app: TestClient, web_settings: 
     with session_scope(web_settings.sqlalchemy_url) as session:
         auth_service.create_user(
             session,
+            actor=None,
             username=username,
             role=Role.STUDENT,
             password=PASSWORD,

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
+from grader.app import create_app
 from grader.auth import service as auth_service
+from grader.auth.models import Role
 from grader.config import Settings
 from grader.db import session_scope
 from grader.exercises import service as exercises
@@ -133,3 +137,82 @@ def test_test_set_upload_is_validated_and_versioned(
     with session_scope(web_settings.sqlalchemy_url) as session:
         ex = exercises.get_exercise(session, slug="web-ex")
         assert (ex.testset_version, ex.testset_n_images) == (before + 1, 8)
+
+
+@pytest.fixture
+def own_instructor(web_settings: Settings) -> Iterator[TestClient]:
+    """An instructor on an app whose settings differ from the process environment's (a
+    longer worker limit, another default daily limit), sharing the pages' database."""
+    settings = web_settings.model_copy(
+        update={"task_hard_time_limit_s": 1200, "default_daily_limit": 7, "default_threshold": 42}
+    )
+    with TestClient(create_app(settings), follow_redirects=False) as client:
+        yield log_in(client, make_user(settings, Role.INSTRUCTOR))
+
+
+def test_new_exercise_form_uses_the_servers_defaults(
+    own_instructor: TestClient, web_settings: Settings
+) -> None:
+    page = own_instructor.get("/instructor/exercises").text
+    assert re.search(r'name="daily_limit"[^>]*value="7"', page)
+    assert re.search(r'name="threshold"[^>]*value="42', page)
+    csrf = csrf_from(page)
+    # A form without the field (a script, an older page) gets the default, not "unlimited";
+    # a blank field is a deliberate "no limit", as null is in the API.
+    for slug, extra, expected in (
+        ("dflt-absent", {}, 7),
+        ("dflt-blank", {"daily_limit": ""}, None),
+    ):
+        created = own_instructor.post(
+            "/instructor/exercises",
+            data={"csrf_token": csrf, "slug": slug, "title": slug, **extra},
+        )
+        assert created.status_code == 303, created.text
+        with session_scope(web_settings.sqlalchemy_url) as session:
+            assert exercises.get_exercise(session, slug=slug).daily_limit == expected
+
+
+def test_edit_form_is_checked_against_the_apps_settings(
+    own_instructor: TestClient, web_settings: Settings
+) -> None:
+    with session_scope(web_settings.sqlalchemy_url) as session:
+        exercises.create_exercise(session, slug="edit-limits", title="t", settings=web_settings)
+    # 900 s is within this app's worker limit (1200 s) but not the environment's default.
+    csrf = token_of(own_instructor, "/instructor/exercises/edit-limits")
+    saved = own_instructor.post(
+        "/instructor/exercises/edit-limits",
+        data={"csrf_token": csrf, "title": "t", "time_limit_s": "900"},
+    )
+    assert saved.status_code == 303, saved.text
+    with session_scope(web_settings.sqlalchemy_url) as session:
+        assert exercises.get_exercise(session, slug="edit-limits").time_limit_s == 900
+
+
+@pytest.mark.parametrize("size", ["nan", "inf", "-inf", "1e300", "0"])
+def test_non_finite_model_size_is_a_clear_422(
+    instructor: TestClient, web_settings: Settings, size: str
+) -> None:
+    with session_scope(web_settings.sqlalchemy_url) as session:
+        before = exercises.get_exercise(session, slug="web-ex").max_model_bytes
+    csrf = token_of(instructor, "/instructor/exercises")
+    form = {"csrf_token": csrf, "title": "t", "max_model_mb": size}
+    edited = instructor.post("/instructor/exercises/web-ex", data=form)
+    assert edited.status_code == 422 and "max model size" in edited.text
+    created = instructor.post("/instructor/exercises", data={**form, "slug": "never-made"})
+    assert created.status_code == 422 and "max model size" in created.text
+    with session_scope(web_settings.sqlalchemy_url) as session:
+        assert exercises.get_exercise(session, slug="web-ex").max_model_bytes == before
+        assert "never-made" not in {
+            e.slug for e in exercises.list_exercises(session, include_unpublished=True)
+        }
+
+
+def test_test_set_errors_name_the_uploaded_file(instructor: TestClient) -> None:
+    csrf = token_of(instructor, "/instructor/exercises/web-ex")
+    bad = instructor.post(
+        "/instructor/exercises/web-ex/test-set",
+        data={"csrf_token": csrf},
+        files={"file": ("my-hidden-set.csv", b"not,a,test,set\n1,2,3,4\n", "text/csv")},
+    )
+    assert bad.status_code == 422
+    assert "my-hidden-set.csv" in bad.text and "tmp" not in bad.text
