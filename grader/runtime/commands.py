@@ -12,6 +12,8 @@ import click
 from grader.config import get_settings
 from grader.runtime.processes import spawn, stop
 
+WORKER_APP = "worker.celery_app"
+
 
 def _require_usable_device(device: str) -> None:
     """A worker whose device cannot start would turn every grading into a retried
@@ -79,15 +81,20 @@ def worker_command(queues: str, concurrency: int | None, loglevel: str) -> None:
         os.environ["GRADER_WORKER_CONCURRENCY"] = str(concurrency)
         get_settings.cache_clear()
         settings = get_settings()
-    # The CLI is the one place grader starts worker code; the API only sends tasks by name.
-    from worker.celery_app import app
-
     graded = [q for q in names if not q.endswith("-preflight")]
     helper = None
     if settings.preflight_enabled and graded:
         helper = _start_preflight_process(graded, loglevel)
     try:
-        app.worker_main(_celery_argv(queues, settings.worker_concurrency, loglevel))
+        # By name, as Celery's own command line does: grader never imports the worker package
+        # (docs/architecture.md); Celery loads it in this process.
+        from celery.bin.celery import celery as celery_cli
+
+        celery_cli.main(
+            args=["-A", WORKER_APP, *_celery_argv(queues, settings.worker_concurrency, loglevel)],
+            prog_name="grader worker",
+            standalone_mode=False,
+        )
     finally:
         if helper is not None:
             stop(helper, timeout=15)

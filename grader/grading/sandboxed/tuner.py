@@ -178,15 +178,20 @@ class Tuner:
         that fails there (`x.view(1, -1)`) or answers differently (it mixes the images of a
         batch) is only ever run at batch 1, and no batched candidate is spent on it."""
         size = min(8, self.max_batch, len(self.reference))
-        if size <= 1 or self._avoided(Plan("plain", size, self.threads)):
+        probe = Plan("plain", size, self.threads)
+        if size <= 1 or self._avoided(probe):
             return False
         if self.announce is not None:
-            self.announce(Plan("plain", size, self.threads))
+            self.announce(probe)
         try:
             out = self.run_batch(self.model, self.x[:size])
         except Exception:
+            self.trials.append(Trial(probe, "failed"))
             return False
-        return agrees(out, self.reference[:size])
+        if not agrees(out, self.reference[:size]):
+            self.trials.append(Trial(probe, "disagrees"))
+            return False
+        return True
 
     def _candidates(self) -> Iterator[Plan]:
         """In the order they most often win (BENCHMARKS.md, the zoo table): each one tried
