@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     # The largest batch an execution plan may use (grading/tuner.py picks the batch per
     # model, by measurement: 1, 8 or 32 on a CPU, up to 128 on a GPU).
     batch_size: int = Field(default=128, ge=1, le=4096)
+    # Facial keypoints; other kinds start at their own (kinds/*.py, default_threshold).
     default_threshold: float = 100.0
     default_max_model_bytes: int = 20 * 1024 * 1024
     default_time_limit_s: float = 120.0

@@ -18,7 +18,7 @@ from grader.config import Settings
 from grader.db import DuplicateRow, unique_insert
 from grader.errors import Conflict, Invalid, NotFound
 from grader.exercises.models import Exercise, LatePolicy, LeaderboardVisibility
-from grader.grading.kinds import DEFAULT_KIND, KINDS, get_kind
+from grader.grading.kinds import DEFAULT_KIND, KINDS, default_threshold, get_kind
 
 DEMO_SLUG = "facial-keypoints"
 SLUG_MAX = 63
@@ -258,7 +258,9 @@ def create_exercise(
         "kind": kind,
         "title": title,
         "description": description,
-        "threshold": _default_threshold(kind, settings) if threshold is None else threshold,
+        "threshold": default_threshold(kind, configured=settings.default_threshold)
+        if threshold is None
+        else threshold,
         "max_model_bytes": settings.default_max_model_bytes
         if max_model_bytes is None
         else max_model_bytes,
@@ -280,10 +282,6 @@ def create_exercise(
     except DuplicateRow:
         raise Conflict(f"Exercise {slug!r} already exists.") from None
     return exercise
-
-
-def _default_threshold(kind: str, settings: Settings) -> float:
-    return settings.default_threshold if kind == DEFAULT_KIND else get_kind(kind).default_threshold
 
 
 def update_exercise(

@@ -13,10 +13,9 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from grader.app import create_app
 from grader.config import Settings
 from grader.db import get_engine
-from grader.runtime.bootstrap import bootstrap
+from tests.support.app import running_app, test_settings
 from tests.support.live_server import ADMIN_PASSWORD
 from tests.support.models import write_small_test_set
 from tests.support.services import redis_url_for, require_redis, temporary_postgres_database
@@ -74,21 +73,12 @@ def settings(
     backend: str, redis_broker: redis.Redis, tmp_path_factory: pytest.TempPathFactory
 ) -> Settings:
     data_dir = tmp_path_factory.mktemp("data")
-    settings = Settings(
-        data_dir=data_dir,
-        database_url=backend,
-        broker_url=REDIS_URL,
-        admin_password=ADMIN_PASSWORD,
-        sweeper_enabled=False,
-        environment="test",
-    )
-    bootstrap(settings, demo=False)
-    return settings
+    return test_settings(data_dir, broker_url=REDIS_URL, database_url=backend)
 
 
 @pytest.fixture(scope="session")
 def app_client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
+    with running_app(settings) as client:
         yield client
 
 

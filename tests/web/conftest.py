@@ -10,14 +10,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from grader.app import create_app
 from grader.auth import service as auth_service
 from grader.auth.models import Role
 from grader.config import Settings
 from grader.db import session_scope
 from grader.exercises import service as exercises
-from grader.runtime.bootstrap import bootstrap
-from tests.support.live_server import ADMIN_PASSWORD
+from tests.support.app import running_app, test_settings
 from tests.support.models import write_small_test_set
 from tests.support.services import redis_url_for, require_redis
 
@@ -30,15 +28,7 @@ PASSWORD = "web-test-password"
 def web_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     require_redis(REDIS_URL)
     data_dir = tmp_path_factory.mktemp("web-data")
-    settings = Settings(
-        data_dir=data_dir,
-        database_url=f"sqlite:///{data_dir / 'grader.sqlite3'}",
-        broker_url=REDIS_URL,
-        admin_password=ADMIN_PASSWORD,
-        sweeper_enabled=False,
-        environment="test",
-    )
-    bootstrap(settings, demo=False)
+    settings = test_settings(data_dir, broker_url=REDIS_URL)
     testset = write_small_test_set(data_dir / "small.csv", count=16)
     with session_scope(settings.sqlalchemy_url) as session:
         exercise = exercises.create_exercise(
@@ -50,7 +40,7 @@ def web_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="session")
 def web_app(web_settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(web_settings)) as client:
+    with running_app(web_settings) as client:
         yield client
 
 

@@ -9,6 +9,8 @@ from typing import NoReturn
 
 import click
 
+from grader.grading.kinds import DEFAULT_KIND, KINDS, default_threshold, get_kind
+
 EXIT_PASSED = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -23,10 +25,14 @@ def _fail_input(message: str) -> NoReturn:
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
 @click.option(
+    "--kind", type=click.Choice(sorted(KINDS)), default=DEFAULT_KIND, show_default=True,
+    help="The exercise's kind: its input, output, test-set format and score.",
+)
+@click.option(
     "--test-set",
     "test_set_path",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Course-format CSV (default: the demo exercise's synthetic hidden test set).",
+    help="A test set in the kind's format (default: its demo's synthetic hidden test set).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Where the model runs.")
@@ -44,6 +50,7 @@ def _fail_input(message: str) -> NoReturn:
 @click.option("--no-sandbox", is_flag=True, hidden=True, help="Run the model in-process.")
 def evaluate(
     model: Path,
+    kind: str,
     test_set_path: Path | None,
     as_json: bool,
     device: str | None,
@@ -53,7 +60,7 @@ def evaluate(
     time_limit_s: float | None,
     no_sandbox: bool,
 ) -> None:
-    """Grade MODEL (a TorchScript file) exactly like the course's evaluate_model.
+    """Grade MODEL (a TorchScript file) exactly like the course's own loop.
 
     Exit status: 0 passed, 1 failed (including a named failure of the model), 2 bad input
     (missing model file, unreadable test set), 3 the grader itself failed.
@@ -81,8 +88,8 @@ def evaluate(
         if not torch.cuda.is_available():
             _fail_input("--device cuda: no CUDA device is available on this machine")
     try:
-        csv_path = test_set_path if test_set_path else demo_test_set_path(settings)
-        test_set = load_test_set(csv_path, cache_dir=settings.cache_dir)
+        path = test_set_path if test_set_path else demo_test_set_path(settings, kind)
+        test_set = load_test_set(path, kind=get_kind(kind), cache_dir=settings.cache_dir)
     except TestSetError as exc:
         _fail_input(f"test set: {exc}")
     except OSError as exc:
@@ -91,7 +98,9 @@ def evaluate(
     outcome = grade_model_file(
         model,
         test_set,
-        threshold=settings.default_threshold if threshold is None else threshold,
+        threshold=default_threshold(kind, configured=settings.default_threshold)
+        if threshold is None
+        else threshold,
         max_model_bytes=(
             int(max_model_mb * 1024 * 1024)
             if max_model_mb is not None
@@ -125,12 +134,21 @@ def dataset() -> None:
 
 
 @dataset.command()
+@click.option("--kind", type=click.Choice(sorted(KINDS)), default=DEFAULT_KIND, show_default=True)
 @click.option("--split", type=click.Choice(["train", "val", "test"]), required=True)
 @click.option("--count", type=click.IntRange(min=1), required=True)
 @click.option("--out", "out", type=click.Path(path_type=Path, dir_okay=False), required=True)
 @click.option("--seed", type=int, help="Override the split's fixed seed.")
-def synth(split: str, count: int, out: Path, seed: int | None) -> None:
-    """Write COUNT synthetic faces in the course's CSV format (for demos and tests)."""
+def synth(kind: str, split: str, count: int, out: Path, seed: int | None) -> None:
+    """Write COUNT synthetic images of KIND in its test-set format: faces in the course's CSV
+    (keypoints), shapes in an .npz (classification). For demos and tests."""
+    if kind == "classification":
+        from grader.grading.testdata.shapes import generate_shapes, write_npz
+
+        images, labels = generate_shapes(split=split, count=count, seed=seed)
+        write_npz(out, images, labels)
+        click.echo(f"wrote {count} {split} shapes to {out}", err=True)
+        return
     from grader.grading.testdata.faces import generate_faces, write_course_csv
 
     images, keypoints = generate_faces(split=split, count=count, seed=seed)

@@ -20,4 +20,12 @@ def get_kind(name: str) -> Kind:
         raise ValueError(f"unknown exercise kind {name!r}; known: {', '.join(KINDS)}") from None
 
 
-__all__ = ["DEFAULT_KIND", "KINDS", "Breakdown", "Kind", "ScoreReport", "get_kind"]
+def default_threshold(name: str, *, configured: float) -> float:
+    """The pass threshold a new exercise of kind `name` gets: the configured one
+    (GRADER_DEFAULT_THRESHOLD) for the default kind, the kind's own otherwise."""
+    return configured if name == DEFAULT_KIND else get_kind(name).default_threshold
+
+
+__all__ = [
+    "DEFAULT_KIND", "KINDS", "Breakdown", "Kind", "ScoreReport", "default_threshold", "get_kind",
+]
