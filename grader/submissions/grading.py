@@ -257,7 +257,7 @@ def grade_submission(settings: Settings, submission_id: int) -> str:
         status, reason = outcome.status, None
     else:
         status, reason = Status.ERROR.value, outcome.status
-    drawn = None if reason is None or outcome.preview is None else kind.preview(outcome.preview)
+    drawn = None if reason is not None or outcome.preview is None else kind.preview(outcome.preview)
     return _finish(
         settings, job, outcome=outcome, status=status, reason=reason, me=me, preview=drawn
     )
