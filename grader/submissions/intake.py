@@ -22,6 +22,7 @@ from grader.exercises.models import Exercise
 from grader.exercises.service import visible_exercise
 from grader.grading.archive import check_model_archive
 from grader.grading.failures import FailureKind, GradingFailure
+from grader.grading.kinds import get_kind
 from grader.submissions import service
 from grader.submissions.service import Publish
 from grader.submissions.upload import (
@@ -53,9 +54,10 @@ def _accept(
         try:
             check_model_archive(received.path, max_bytes=exercise.max_model_bytes)
         except GradingFailure as exc:
+            message = exc.message_for(get_kind(exercise.kind))
             if exc.kind is FailureKind.TOO_LARGE:
-                raise PayloadTooLarge(f"{exc.kind}: {exc.message}") from None
-            raise Invalid(f"{exc.kind}: {exc.message}") from None
+                raise PayloadTooLarge(f"{exc.kind}: {message}") from None
+            raise Invalid(f"{exc.kind}: {message}") from None
         begin_write(session)
         # Locks the student's row and re-checks the rules; raises (429, 409, 403) before
         # anything is stored.

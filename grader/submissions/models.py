@@ -91,7 +91,11 @@ class Result(Base):
     passed: Mapped[bool] = mapped_column(Boolean, default=False)
     threshold: Mapped[float] = mapped_column(Float)
     n_images: Mapped[int | None] = mapped_column(Integer, default=None)
-    per_keypoint_rmse_px: Mapped[list[float] | None] = mapped_column(JSON, default=None)
+    # The kind's per-part breakdown (per-keypoint RMSE in pixels, per-class accuracy in %), in
+    # the order of `Kind.breakdown.labels`; None for a part without test images.
+    parts: Mapped[list[float | None] | None] = mapped_column(JSON, default=None)
+    # Kind-specific figures (a confusion matrix, the mean MSE).
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     timings: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     seconds: Mapped[float | None] = mapped_column(Float, default=None)
     model_sha256: Mapped[str] = mapped_column(String(64))
@@ -101,8 +105,8 @@ class Result(Base):
     torch_version: Mapped[str | None] = mapped_column(String(64), default=None)
     # Where the model ran: GPU and CPU scores can differ in the last digits.
     device: Mapped[str | None] = mapped_column(String(32), default=None)
-    # Web picture (issue 5): the model's keypoints in pixels on public sample faces, computed
-    # in the sandbox by the worker; [face][keypoint] -> [x, y]. NULL when there is none.
+    # What the page draws from the model's predictions on public sample images, computed in
+    # the sandbox by the worker (`Kind.preview`: keypoints in pixels, the picked class).
     preview_keypoints: Mapped[list[list[list[float]]] | None] = mapped_column(JSON, default=None)
     # How the sandbox ran the model: {"variant", "batch_size", "threads"} (grading/plans.py).
     plan: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)

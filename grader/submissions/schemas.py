@@ -5,7 +5,18 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from grader.submissions.models import Submission
+from grader.grading.kinds import get_kind
+from grader.submissions.models import Result, Submission
+
+
+class BreakdownOut(BaseModel):
+    """The per-part figures under a score, in the exercise kind's terms."""
+
+    title: str
+    unit: str
+    labels: list[str]
+    # One per label; None where the hidden test set has no image of that part.
+    values: list[float | None]
 
 
 class ResultOut(BaseModel):
@@ -14,7 +25,12 @@ class ResultOut(BaseModel):
     passed: bool
     threshold: float
     n_images: int | None
-    per_keypoint_rmse_px: list[float] | None
+    breakdown: BreakdownOut | None = None
+    # Facial keypoints only: the breakdown's values under the name this API always had.
+    per_keypoint_rmse_px: list[float | None] | None = None
+    # Kind-specific figures: a classification's confusion matrix (rows: true class), the
+    # keypoints' mean MSE.
+    details: dict[str, Any] | None = None
     timings: dict[str, Any] | None
     seconds: float | None
     model_sha256: str
@@ -26,6 +42,19 @@ class ResultOut(BaseModel):
     # How the sandbox ran the model: variant, batch_size, threads (see docs/architecture.md).
     plan: dict[str, Any] | None = None
     created_at: datetime
+
+    @classmethod
+    def from_row(cls, result: Result, *, kind_name: str) -> ResultOut:
+        out = cls.model_validate(result, from_attributes=True)
+        if result.parts:
+            spec = get_kind(kind_name).breakdown
+            out.breakdown = BreakdownOut(
+                title=spec.title, unit=spec.unit, labels=list(spec.labels),
+                values=list(result.parts),
+            )
+            if kind_name == "keypoints":
+                out.per_keypoint_rmse_px = list(result.parts)
+        return out
 
 
 class PreflightOut(BaseModel):
@@ -93,7 +122,9 @@ class SubmissionOut(BaseModel):
             started_at=sub.started_at,
             finished_at=sub.finished_at,
             preflight=PreflightOut.from_row(sub),
-            result=ResultOut.model_validate(result, from_attributes=True) if result else None,
+            result=(
+                ResultOut.from_row(result, kind_name=sub.exercise.kind) if result else None
+            ),
         )
 
 

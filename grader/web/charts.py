@@ -5,26 +5,30 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from grader.grading.kinds.keypoints import KEYPOINT_NAMES
+from grader.grading.kinds.base import Breakdown
 
 
 @dataclass(frozen=True)
 class Bar:
     label: str
-    value: float
+    value: float | None  # None: no test image of this part
     width: float  # 0..100, percent of the chart's bar area
 
 
-def keypoint_bars(rmse_px: list[float] | None) -> list[Bar]:
-    """One bar per keypoint, scaled to the largest error (at least 1 px, so tiny errors stay
-    tiny instead of filling the chart)."""
-    if not rmse_px:
+def breakdown_bars(breakdown: Breakdown, values: list[float | None] | None) -> list[Bar]:
+    """One bar per part of the kind's breakdown. Errors scale to the largest (at least 1, so
+    tiny errors stay tiny instead of filling the chart); accuracies scale to 100 %."""
+    if not values:
         return []
-    top = max(max(rmse_px), 1.0)
-    return [
-        Bar(name.replace("_", " "), value, 100.0 * value / top)
-        for name, value in zip(KEYPOINT_NAMES, rmse_px, strict=False)
-    ]
+    known = [v for v in values if v is not None and math.isfinite(v)]
+    top = 100.0 if breakdown.higher_is_better else max(max(known, default=1.0), 1.0)
+    bars = []
+    for name, value in zip(breakdown.labels, values, strict=False):
+        if value is None or not math.isfinite(value):
+            bars.append(Bar(name.replace("_", " "), None, 0.0))
+        else:
+            bars.append(Bar(name.replace("_", " "), value, min(100.0 * value / top, 100.0)))
+    return bars
 
 
 @dataclass(frozen=True)
@@ -74,3 +78,26 @@ def score_histogram(scores: list[float], *, threshold: float, n_bins: int = 10) 
         max_count=max_count,
         open_ended=top > upper,
     )
+
+
+@dataclass(frozen=True)
+class Cell:
+    row: int  # the true class
+    col: int  # the predicted class
+    count: int
+    shade: float  # 0..1 of the row's images
+    correct: bool
+
+
+def confusion_cells(matrix: list[list[int]] | None) -> list[Cell]:
+    """A confusion matrix's cells, shaded by the share of their row (the true class), so a
+    rare class is as readable as a common one."""
+    if not matrix:
+        return []
+    cells = []
+    for r, row in enumerate(matrix):
+        total = sum(row)
+        for c, count in enumerate(row):
+            shade = count / total if total else 0.0
+            cells.append(Cell(r, c, int(count), round(shade, 3), r == c))
+    return cells

@@ -22,6 +22,7 @@ from grader.deps import PublishDep, SessionDep, SettingsDep
 from grader.errors import Invalid
 from grader.exercises import service as exercises
 from grader.exercises.models import LatePolicy, LeaderboardVisibility
+from grader.grading.kinds import DEFAULT_KIND, KINDS, default_threshold, get_kind
 from grader.leaderboard.service import grades_csv, last_submitted, standings
 from grader.submissions import service as submissions
 from grader.submissions.schemas import SubmissionOut
@@ -92,6 +93,7 @@ def _choices() -> dict[str, Any]:
         "queues": exercises.QUEUES,
         "late_policies": [p.value for p in LatePolicy],
         "visibilities": [v.value for v in LeaderboardVisibility],
+        "kinds": [get_kind(name) for name in KINDS],
     }
 
 
@@ -107,7 +109,11 @@ def exercises_page(
     rows = exercises.list_exercises(session, include_unpublished=True)
     # What a new exercise gets when its form is left as it is: the server's defaults.
     defaults = {
-        "threshold": settings.default_threshold,
+        "kind": DEFAULT_KIND,
+        "thresholds": {
+            name: default_threshold(name, configured=settings.default_threshold)
+            for name in KINDS
+        },
         "daily_limit": settings.default_daily_limit,
     }
     return render(
@@ -125,14 +131,14 @@ async def create_exercise(
     fields = exercise_fields(form)
     slug = _text(form, "slug")
 
-    def create() -> None:
-        exercise = exercises.create_exercise(session, slug=slug, settings=settings, **fields)
-        if form.get("use_demo_test_set") is not None:
-            from grader.grading.testdata.demo import demo_test_set_path
+    kind = _text(form, "kind") or DEFAULT_KIND
 
-            exercises.set_test_set(
-                session, exercise=exercise, csv_path=demo_test_set_path(settings), settings=settings
-            )
+    def create() -> None:
+        exercise = exercises.create_exercise(
+            session, slug=slug, settings=settings, kind=kind, **fields
+        )
+        if form.get("use_demo_test_set") is not None:
+            exercises.use_demo_test_set(session, exercise=exercise, settings=settings)
 
     await run_in_threadpool(create)
     return RedirectResponse(f"/instructor/exercises/{slug}?notice=created", status_code=303)
@@ -155,6 +161,7 @@ def exercise_dashboard(
         "instructor/exercise.html",
         {
             "exercise": exercise,
+            "kind": get_kind(exercise.kind),
             "rows": rows,
             "last": last,
             "histogram": score_histogram(scores, threshold=exercise.threshold),
@@ -187,7 +194,7 @@ async def upload_test_set(
     form = await request.form()
     upload = form.get("file")
     if not isinstance(upload, UploadFile) or not upload.filename:
-        raise Invalid("Choose a test set CSV file.")
+        raise Invalid("Choose a test set file.")
     exercise = exercises.get_exercise(session, slug=slug)
     await run_in_threadpool(
         exercises.set_test_set_from_upload,

@@ -12,15 +12,15 @@ from grader.deps import PublishDep, SessionDep, SettingsDep, client_address
 from grader.errors import DomainError, Invalid, NotAuthenticated, NotFound, RateLimited
 from grader.exercises.router import exercise_out
 from grader.exercises.service import get_exercise, list_exercises
-from grader.grading.kinds import DEFAULT_KIND, KINDS
+from grader.grading.kinds import DEFAULT_KIND, KINDS, get_kind
 from grader.leaderboard.service import leaderboard
 from grader.submissions import service as submissions
 from grader.submissions.intake import take_upload
-from grader.submissions.models import TERMINAL
+from grader.submissions.models import TERMINAL, Submission
 from grader.submissions.preview import PREVIEW_IMAGES, preview_samples
 from grader.submissions.schemas import SubmissionOut
 from grader.web import session as web_session
-from grader.web.charts import keypoint_bars
+from grader.web.charts import breakdown_bars, confusion_cells
 from grader.web.core import (
     WEB_DIR,
     CsrfForm,
@@ -163,6 +163,7 @@ def exercise_page(
         "exercise.html",
         {
             "exercise": exercise_out(session, exercise=exercise, user=user),
+            "kind": get_kind(exercise.kind),
             "closed_reason": closed_reason,
             "recent": [SubmissionOut.from_row(s) for s in recent.items],
         },
@@ -211,12 +212,19 @@ def history_page(
     )
 
 
-def _submission_context(sub: SubmissionOut, preview: list[list[list[float]]] | None) -> dict:
-    rmse = sub.result.per_keypoint_rmse_px if sub.result else None
+def _submission_context(row: Submission) -> dict:
+    """What the result panel draws, in the terms of the exercise's kind."""
+    sub = SubmissionOut.from_row(row)
+    kind = get_kind(row.exercise.kind)
+    result = row.result
+    preview = result.preview_keypoints if result else None
+    details = (result.details or {}) if result else {}
     return {
         "sub": sub,
+        "kind": kind,
         "terminal": sub.status in TERMINAL,
-        "bars": keypoint_bars(rmse),
+        "bars": breakdown_bars(kind.breakdown, result.parts if result else None),
+        "confusion": confusion_cells(details.get("confusion")),
         "preview": list(enumerate(preview or [])),
     }
 
@@ -226,9 +234,7 @@ def submission_page(
     request: Request, submission_id: int, user: PageUser, session: SessionDep
 ) -> Response:
     row = submissions.get_submission(session, user=user, submission_id=submission_id)
-    preview = row.result.preview_keypoints if row.result else None
-    ctx = _submission_context(SubmissionOut.from_row(row), preview)
-    return render(request, "submission.html", ctx)
+    return render(request, "submission.html", _submission_context(row))
 
 
 @router.get("/submissions/{submission_id}/result")
@@ -237,9 +243,7 @@ def submission_fragment(
 ) -> Response:
     """The result panel alone, swapped into the open page when grading ends."""
     row = submissions.get_submission(session, user=user, submission_id=submission_id)
-    preview = row.result.preview_keypoints if row.result else None
-    ctx = _submission_context(SubmissionOut.from_row(row), preview)
-    return render(request, "_result.html", ctx)
+    return render(request, "_result.html", _submission_context(row))
 
 
 @router.get("/submissions/{submission_id}/status")

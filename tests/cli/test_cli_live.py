@@ -262,3 +262,29 @@ def test_history_and_leaderboard(logged_in: CliRunner, student: Student) -> None
     if graded:
         assert len(mine) == 1
         assert mine[0]["passed"] == any(s["status"] == "PASSED" for s in graded)
+
+
+def test_a_classification_exercise_grades_through_the_cli_unchanged(
+    logged_in: CliRunner, student: Student, live_server: LiveServer
+) -> None:
+    slug = "shapes-cli"
+    with live_server.admin_client() as admin:
+        created = admin.post(
+            "/api/v1/exercises",
+            json={"slug": slug, "title": "Shapes", "kind": "classification",
+                  "use_demo_test_set": True},
+        )
+        assert created.status_code == 201, created.text
+    reference = Path(__file__).resolve().parents[2] / "examples/image_classification"
+
+    result = logged_in(
+        "submit", str(reference / "reference_model.pt"), "--exercise", slug, "--wait",
+        "--json", timeout=300,
+    )
+
+    assert result.code == PASSED, result
+    api = student.api(f"/submissions/{result.json()['id']}")
+    assert api["exercise"] == slug and api["result"]["breakdown"]["unit"] == "%"
+    assert result.json()["score"] == api["score"] >= 80.0
+    shown = logged_in("status", str(api["id"]))
+    assert shown.code == PASSED and f"{api['score']:.4f}" in shown.stdout

@@ -12,10 +12,11 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from grader.config import Settings
+from grader.grading.kinds import get_kind
 from grader.submissions import grading
 from grader.submissions.preview import PREVIEW_IMAGES as PREVIEW_FACES
 from grader.submissions.preview import preview_samples
-from grader.web.charts import keypoint_bars, score_histogram
+from grader.web.charts import breakdown_bars, confusion_cells, score_histogram
 from grader.web.png import encode_gray_png
 from tests.web.conftest import browser, csrf_from, log_in, make_user
 
@@ -68,7 +69,7 @@ def test_worker_stores_sandboxed_predictions_on_public_faces_and_the_page_draws_
     assert status == {"id": submission_id, "status": "FAILED", "terminal": True}
     page = client.get(f"/submissions/{submission_id}").text
     assert page.count("<circle ") == PREVIEW_FACES * 15
-    assert page.count('href="/faces/') == PREVIEW_FACES
+    assert page.count('href="/samples/keypoints/') == PREVIEW_FACES
     assert page.count('class="bar"') == 15
 
     # The circles are the model's own predictions: rerun it (in this test process) and compare.
@@ -102,10 +103,25 @@ def test_a_pickle_is_refused_by_the_upload_form_before_queueing(
 
 
 def test_keypoint_bars_scale_to_the_largest_error() -> None:
-    bars = keypoint_bars([1.0] * 14 + [4.0])
+    breakdown = get_kind("keypoints").breakdown
+    bars = breakdown_bars(breakdown, [1.0] * 14 + [4.0])
     assert len(bars) == 15 and bars[-1].width == 100.0 and bars[0].width == 25.0
     assert bars[10].label == "nose tip"
-    assert keypoint_bars(None) == []
+    assert breakdown_bars(breakdown, None) == []
+
+
+def test_class_bars_scale_to_100_percent_and_mark_classes_without_images() -> None:
+    bars = breakdown_bars(get_kind("classification").breakdown, [50.0, None, *[100.0] * 8])
+    assert [b.width for b in bars[:3]] == [50.0, 0.0, 100.0]
+    assert bars[1].value is None and bars[0].label == "class 0"
+
+
+def test_confusion_cells_are_shaded_by_their_row() -> None:
+    cells = confusion_cells([[3, 1], [0, 0]])
+    assert [(c.row, c.col, c.count, c.shade, c.correct) for c in cells] == [
+        (0, 0, 3, 0.75, True), (0, 1, 1, 0.25, False), (1, 0, 0, 0.0, False),
+        (1, 1, 0, 0.0, True),
+    ]
 
 
 def test_histogram_marks_the_threshold_and_keeps_outliers() -> None:

@@ -32,6 +32,11 @@ class Breakdown:
     higher_is_better: bool
 
 
+def json_parts(values: list[float]) -> list[float | None]:
+    """Parts as strict JSON allows them: None where a part has no test images (NaN)."""
+    return [float(v) if math.isfinite(v) else None for v in values]
+
+
 @dataclass
 class ScoreReport:
     score: float

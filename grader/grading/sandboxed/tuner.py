@@ -26,7 +26,8 @@ import torch
 from grader.grading.plans import Plan
 
 Forward = Callable[[torch.Tensor], object]
-# Runs the forward pass on a batch and returns (B, 15, 2) float32 on the CPU, or raises.
+# Runs the forward pass on a batch and returns (B, *kind.output_shape) float32 on the CPU,
+# or raises.
 RunBatch = Callable[[Forward, torch.Tensor], torch.Tensor]
 
 REFERENCE_IMAGES = 8
