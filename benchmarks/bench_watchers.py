@@ -165,6 +165,28 @@ async def wait_all(admin: httpx.AsyncClient, ids: list[int]) -> list[dict[str, A
     return [rows[sid] for sid in ids]
 
 
+async def check_cost(server: LiveServer, client: httpx.AsyncClient, token: str, sid: int,
+                     n: int = 300) -> None:
+    """One status check, full and conditional (304), one after another on a queued
+    submission: latency seen by the client and the API process's CPU per request."""
+    url = f"/api/v1/submissions/{sid}"
+    auth = {"Authorization": f"Bearer {token}"}
+    etag = (await client.get(url, headers=auth)).headers["etag"]
+    for label, headers in (("full GET", auth), ("If-None-Match", {**auth, "If-None-Match": etag})):
+        times = []
+        cpu0 = api_cpu_seconds(server)
+        for _ in range(n):
+            start = time.perf_counter()
+            response = await client.get(url, headers=headers)
+            times.append(time.perf_counter() - start)
+            assert response.status_code in (200, 304)
+        cpu = (api_cpu_seconds(server) - cpu0) / n
+        times.sort()
+        print(f"  status check, {label:<14} {response.status_code}: p50 "
+              f"{1000 * times[n // 2]:5.1f} ms, p95 {1000 * times[int(n * 0.95)]:5.1f} ms; "
+              f"API CPU {1000 * cpu:4.1f} ms per request", flush=True)
+
+
 async def bench(args: argparse.Namespace, server: LiveServer, tmp: Path) -> list[dict[str, Any]]:
     limits = httpx.Limits(max_connections=args.watchers + 50,
                           max_keepalive_connections=args.watchers + 50)
@@ -186,6 +208,8 @@ async def bench(args: argparse.Namespace, server: LiveServer, tmp: Path) -> list
         for i in range(max(args.watchers - args.gradings, 0)):
             token = await new_student(admin, server, f"parked-{i}")
             parked.append((token, await upload(client, token, PARKED, model)))
+        if parked:
+            await check_cost(server, client, *parked[0])
         results = []
         for round_no, mode in enumerate(args.modes.split(",")):
             files = [export(ARCHITECTURES[i % len(ARCHITECTURES)],

@@ -347,28 +347,24 @@ def _fallback_after(status: str, quiet_checks: int, connected: bool) -> float:
 
 
 @dataclass(frozen=True)
-class _Viewer:
+class StreamViewer:
+    """Who watches, copied from the request's user: a stream outlives the request's session."""
+
     id: int
     is_instructor: bool
 
+    @classmethod
+    def of(cls, user: User) -> StreamViewer:
+        return cls(user.id, user.is_instructor)
 
-def stream(
-    settings: Settings,
-    *,
-    user: User,
-    submission_id: int,
+
+async def stream(
+    settings: Settings, *, viewer: StreamViewer, submission_id: int,
     body: Callable[[Session], str],
 ) -> AsyncIterator[str]:
     """Server-sent events for one submission: `submission` with `body`'s JSON whenever it
     changes (at once on connecting), then `end` after a terminal state. Comments keep the
-    connection alive. The caller checked that `user` may see it (and the stream limit)."""
-    viewer = _Viewer(user.id, user.is_instructor)  # not the request's ORM row: it outlives it
-    return _events(settings, viewer=viewer, submission_id=submission_id, body=body)
-
-
-async def _events(
-    settings: Settings, *, viewer: _Viewer, submission_id: int, body: Callable[[Session], str]
-) -> AsyncIterator[str]:
+    connection alive. The caller checked that `viewer` may see it (and the stream limit)."""
     the_hub = hub(settings)
     watcher = Watcher(submission_id, viewer.id, asyncio.get_running_loop())
     the_hub.add(watcher)

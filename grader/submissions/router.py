@@ -8,7 +8,6 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from grader.api_errors import api_errors
-from grader.auth.models import User
 from grader.deps import CurrentUser, InstructorUser, PublishDep, SessionDep, SettingsDep
 from grader.errors import error_responses
 from grader.exercises.service import visible_exercise
@@ -107,16 +106,20 @@ def submission_events(
     change, then `end` once it is graded. 429 beyond the open streams allowed per user."""
     events.submission_state(session, user=user, submission_id=submission_id, settings=settings)
     events.check_stream_allowed(settings, user=user)
+    viewer = events.StreamViewer.of(user)
     return event_stream_response(
         events.stream(
-            settings, user=user, submission_id=submission_id, body=_body(submission_id, user)
+            settings, viewer=viewer, submission_id=submission_id,
+            body=submission_json(submission_id, viewer),
         )
     )
 
 
-def _body(submission_id: int, user: User) -> Callable[[Session], str]:
+def submission_json(submission_id: int, viewer: service.Viewer) -> Callable[[Session], str]:
+    """The submission's JSON as the GET answers it, read in a session of the caller's."""
+
     def body(session: Session) -> str:
-        row = service.get_submission(session, user=user, submission_id=submission_id)
+        row = service.get_submission(session, user=viewer, submission_id=submission_id)
         return SubmissionOut.from_row(row).model_dump_json()
 
     return body

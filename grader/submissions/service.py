@@ -223,7 +223,7 @@ def schedule_publish(
 MAX_ID = MAX_ROW_ID
 
 
-def get_submission(session: Session, *, user: User, submission_id: int) -> Submission:
+def get_submission(session: Session, *, user: Viewer, submission_id: int) -> Submission:
     if not is_row_id(submission_id):
         raise NotFound(f"No submission {submission_id}.")
     submission = session.scalar(

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request
-from sqlalchemy.orm import Session
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from grader.auth import service as auth_service
@@ -20,7 +19,7 @@ from grader.submissions import service as submissions
 from grader.submissions.intake import take_upload
 from grader.submissions.models import TERMINAL
 from grader.submissions.preview import PREVIEW_IMAGES, preview_samples
-from grader.submissions.router import event_stream_response
+from grader.submissions.router import event_stream_response, submission_json
 from grader.submissions.schemas import SubmissionOut
 from grader.web import session as web_session
 from grader.web.charts import keypoint_bars
@@ -271,13 +270,12 @@ def submission_events(
     """The page's live updates (server-sent events): the same stream as the API's."""
     events.submission_state(session, user=user, submission_id=submission_id, settings=settings)
     events.check_stream_allowed(settings, user=user)
-
-    def body(own: Session) -> str:
-        row = submissions.get_submission(own, user=user, submission_id=submission_id)
-        return SubmissionOut.from_row(row).model_dump_json()
-
+    viewer = events.StreamViewer.of(user)
     return event_stream_response(
-        events.stream(settings, user=user, submission_id=submission_id, body=body)
+        events.stream(
+            settings, viewer=viewer, submission_id=submission_id,
+            body=submission_json(submission_id, viewer),
+        )
     )
 
 
