@@ -24,6 +24,7 @@ from grader.db import get_engine
 from grader.errors import DomainError
 from grader.runtime.queue import Publisher
 from grader.runtime.sweeper import SweeperThread
+from grader.submissions.events import close_hubs, submission_changed
 from grader.submissions.grading import mark_sent
 from grader.submissions.service import Publish
 
@@ -118,6 +119,9 @@ def finite_json(value: Any) -> Any:
 
 def make_publish(settings: Settings, publisher: Publisher) -> Publish:
     def publish(submission_id: int, queue: str, *, preflight: bool = False) -> None:
+        # Runs after the commit of an upload or a rescore: watchers hear of it (and of the
+        # queue behind it) at once.
+        submission_changed(settings, submission_id)
         if preflight:
             try:
                 publisher.send_preflight(submission_id, queue=queue)
@@ -150,6 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if sweeper is not None:
                 sweeper.stop()
+            close_hubs()
             publisher.close()
 
     app = GraderApp(

@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     # exercise do (so a broken-model loop cannot keep a pre-flight process busy).
     preflight_failures_per_day: int = Field(default=30, ge=1)
 
+    # --- Watching a submission (submissions/events.py) -----------------------------------------
+    # Live status streams (server-sent events) one user may hold open in one API process;
+    # beyond that a client gets 429 and polls with If-None-Match instead.
+    event_streams_per_user: int = Field(default=8, ge=1, le=1000)
+
     @field_validator("admin_password", mode="before")
     @classmethod
     def _empty_password_is_unset(cls, value: object) -> object:

@@ -7,8 +7,9 @@ commands never see an httpx exception.
 from __future__ import annotations
 
 import email.utils
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -73,6 +74,55 @@ class ApiClient:
                 not_found=f"no submission {submission_id} of yours",
             )
         )
+
+    def submission_if_changed(
+        self, submission_id: str, etag: str | None
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """(the submission, its ETag), or (None, etag) while it is unchanged (a 304)."""
+        self._require_token()
+        headers = {"If-None-Match": etag} if etag else {}
+        response = self._send("GET", f"/submissions/{submission_id}", headers=headers)
+        if response.status_code == 304:
+            return None, etag
+        body = self._json(
+            self._checked(response, not_found=f"no submission {submission_id} of yours")
+        )
+        return _object(body), response.headers.get("ETag")
+
+    def submission_events(self, submission_id: str) -> Iterator[dict[str, Any]]:
+        """The submission's server-sent events: its JSON at once and on every change; ends
+        after it is graded (or when the server closes the stream: connect again). Raises
+        StreamUnavailable where the server offers no stream (too many open, an older
+        server) and CliError(SERVER) when the connection breaks."""
+        self._require_token()
+        path = f"/submissions/{submission_id}/events"
+        url = self.server + API_PREFIX + path
+        # Keep-alive comments come every 15 s; a silent minute means the connection is gone.
+        timeout = httpx.Timeout(60.0, connect=10.0)
+        try:
+            with self._http.stream(
+                "GET", path, headers={"Accept": "text/event-stream"}, timeout=timeout
+            ) as response:
+                if response.status_code in (404, 405, 429, 501, 503) or (
+                    response.is_success
+                    and "text/event-stream" not in response.headers.get("content-type", "")
+                ):
+                    raise StreamUnavailable(f"{url}: {response.status_code}")
+                if not response.is_success:
+                    response.read()
+                    self._checked(response)
+                for name, data in _sse_events(response.iter_lines()):
+                    if name == "submission":
+                        try:
+                            yield _object(json.loads(data))
+                        except ValueError as exc:
+                            raise CliError(
+                                f"{url} sent an event that is not JSON", ExitCode.SERVER
+                            ) from exc
+                    elif name == "end":
+                        return
+        except httpx.HTTPError as exc:
+            raise CliError(f"the stream {url} broke: {_reason(exc)}", ExitCode.SERVER) from exc
 
     def submissions(self, *, exercise: str | None, limit: int) -> list[dict[str, Any]]:
         params: dict[str, str | int] = {"limit": limit}
@@ -157,6 +207,30 @@ class ApiClient:
                 "is this a grading server?",
                 ExitCode.SERVER,
             ) from exc
+
+
+class StreamUnavailable(Exception):
+    """The server offers no event stream for this submission now; poll instead."""
+
+
+def _sse_events(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
+    """(event name, data) from server-sent event lines; comments are skipped."""
+    name = "message"
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                yield name, "\n".join(data)
+            name, data = "message", []
+        elif line.startswith(":"):
+            continue
+        else:
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "event":
+                name = value
+            elif field == "data":
+                data.append(value)
 
 
 def http_error(

@@ -34,7 +34,7 @@ from grader_cli.output import (
     stderr,
     submission_verdict,
 )
-from grader_cli.waiting import exit_code_for, wait_until_done
+from grader_cli.waiting import exit_code_for, preflight_note, wait_until_done
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -306,6 +306,9 @@ def _follow(client: ApiClient, sid: str, *, announce: bool = False) -> dict[str,
         state = str(sub.get("status"))
         if state != last.get("status"):
             info(f"  {time.monotonic() - started:6.1f} s  {state}")
+        note = preflight_note(sub)
+        if note is not None and note != preflight_note(last):
+            info(f"  {time.monotonic() - started:6.1f} s  {note}")
         last.update(sub)
         if spinner is not None:
             spinner.update(f"submission {sid}: {state} ({time.monotonic() - started:.0f} s)")

@@ -29,7 +29,7 @@ from grader.exercises.service import max_time_limit_s
 from grader.grading.failures import STUDENT_MESSAGES, FailureKind
 from grader.grading.kinds import DEFAULT_KIND, get_kind
 from grader.grading.kinds.base import json_parts
-from grader.submissions import plans
+from grader.submissions import events, plans
 from grader.submissions.models import TERMINAL, Preflight, Result, Status, Submission
 from grader.submissions.preview import preview_samples
 from grader.submissions.upload import model_storage_path
@@ -89,7 +89,9 @@ def claim(settings: Settings, submission_id: int, *, me: str) -> Claim | None:
     The claim (RUNNING, attempts + 1) commits on its own before anything that can fail, so
     every failure after it counts as an attempt; see run_grading_task for handing it back.
     """
-    if not _take(settings, submission_id, me=me):
+    taken = _take(settings, submission_id, me=me)
+    events.submission_changed(settings, submission_id)  # claimed, or given up
+    if not taken:
         return None
     with session_scope(settings.sqlalchemy_url, write=False) as session:
         sub = session.get(Submission, submission_id)
@@ -219,6 +221,7 @@ def run_grading_task(settings: Settings, submission_id: int) -> str:
         return grade_submission(settings, submission_id)
     except Exception:
         outcome = release_claim(settings, submission_id, me=me)
+        events.submission_changed(settings, submission_id)
         logger.exception("submission %s: attempt failed (%s)", submission_id, outcome)
         if outcome == "gave up":
             return "gave up"
@@ -327,6 +330,7 @@ def _finish(
     except IntegrityError:
         logger.info("submission %s already has a result", job.submission_id)
         return "duplicate"
+    events.submission_changed(settings, job.submission_id)
     logger.info("submission %s graded: %s score=%s", job.submission_id, status, outcome.score)
     return status
 

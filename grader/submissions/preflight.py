@@ -19,6 +19,7 @@ from grader.config import Settings
 from grader.db import session_scope, utcnow
 from grader.grading.engine import PASSED, preflight_model_file
 from grader.grading.failures import FailureKind
+from grader.submissions import events
 from grader.submissions.models import Preflight, Status, Submission
 from grader.submissions.service import PREFLIGHT_FAILURES
 from grader.submissions.upload import model_storage_path
@@ -97,5 +98,6 @@ def _record(
                     finished_at=now,
                 )
             )
+    events.submission_changed(settings, submission_id)
     logger.info("pre-flight of submission %s: %s", submission_id, status)
     return status if status != PASSED else "PASSED"

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
 
-from grader.api_errors import api_errors
 from grader.deps import CurrentUser, InstructorUser, PublishDep, SessionDep, SettingsDep
-from grader.errors import error_responses
+from grader.errors import api_errors, error_responses
 from grader.exercises.service import visible_exercise
-from grader.submissions import service
+from grader.submissions import events, service
 from grader.submissions.intake import take_upload
 from grader.submissions.schemas import (
     SubmissionCreated,
@@ -58,15 +60,74 @@ async def submit(
     return SubmissionCreated(id=submission_id, status="QUEUED", url=submission_url(submission_id))
 
 
+# A client may keep the body but must ask again each time (with If-None-Match).
+_REVALIDATE = {"Cache-Control": "private, no-cache"}
+
+
 @router.get(
     "/submissions/{submission_id}",
     response_model=SubmissionOut,
-    responses=api_errors(401, 404, 422),
+    responses={**api_errors(401, 404, 422), 304: {"description": "Not modified (ETag)"}},
 )
-def get_submission(submission_id: int, user: CurrentUser, session: SessionDep) -> SubmissionOut:
+def get_submission(
+    submission_id: int,
+    request: Request,
+    response: Response,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> SubmissionOut | Response:
+    """One submission. Send its `ETag` back as `If-None-Match` to get a 304 while it has not
+    changed (one small read); `/events` pushes each change instead."""
+    state = events.submission_state(
+        session, user=user, submission_id=submission_id, settings=settings
+    )
+    if events.not_modified(request.headers.get("if-none-match"), state.etag):
+        return Response(status_code=304, headers={"ETag": state.etag, **_REVALIDATE})
+    response.headers.update({"ETag": state.etag, **_REVALIDATE})
     return SubmissionOut.from_row(
         service.get_submission(session, user=user, submission_id=submission_id)
     )
+
+
+@router.get(
+    "/submissions/{submission_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        **api_errors(401, 404, 422, 429),
+        200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"},
+    },
+)
+def submission_events(
+    submission_id: int, user: CurrentUser, session: SessionDep, settings: SettingsDep
+) -> StreamingResponse:
+    """Server-sent events: `submission` (the same JSON as the GET) at once and on every
+    change, then `end` once it is graded. 429 beyond the open streams allowed per user."""
+    events.submission_state(session, user=user, submission_id=submission_id, settings=settings)
+    events.check_stream_allowed(settings, user=user)
+    viewer = events.StreamViewer.of(user)
+    return event_stream_response(
+        events.stream(
+            settings, viewer=viewer, submission_id=submission_id,
+            body=submission_json(submission_id, viewer),
+        )
+    )
+
+
+def submission_json(submission_id: int, viewer: service.Viewer) -> Callable[[Session], str]:
+    """The submission's JSON as the GET answers it, read in a session of the caller's."""
+
+    def body(session: Session) -> str:
+        row = service.get_submission(session, user=viewer, submission_id=submission_id)
+        return SubmissionOut.from_row(row).model_dump_json()
+
+    return body
+
+
+def event_stream_response(stream: AsyncIterator[str]) -> StreamingResponse:
+    # No proxy may buffer or cache the stream (X-Accel-Buffering: nginx).
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
 
 @router.get("/submissions", response_model=SubmissionPage, responses=api_errors(401, 404, 422))

@@ -223,7 +223,7 @@ def schedule_publish(
 MAX_ID = MAX_ROW_ID
 
 
-def get_submission(session: Session, *, user: User, submission_id: int) -> Submission:
+def get_submission(session: Session, *, user: Viewer, submission_id: int) -> Submission:
     if not is_row_id(submission_id):
         raise NotFound(f"No submission {submission_id}.")
     submission = session.scalar(
@@ -231,10 +231,26 @@ def get_submission(session: Session, *, user: User, submission_id: int) -> Submi
         .options(joinedload(Submission.exercise), joinedload(Submission.result))
         .where(Submission.id == submission_id)
     )
-    # Someone else's submission is "not found": never reveal that it exists.
-    if submission is None or (submission.user_id != user.id and not user.is_instructor):
-        raise NotFound(f"No submission {submission_id}.")
+    check_visible(
+        user, owner_id=None if submission is None else submission.user_id,
+        submission_id=submission_id,
+    )
+    assert submission is not None
     return submission
+
+
+class Viewer(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def is_instructor(self) -> bool: ...
+
+
+def check_visible(viewer: Viewer, *, owner_id: int | None, submission_id: int) -> None:
+    """Its owner and instructors see a submission. Someone else's is "not found", like one
+    that does not exist (owner_id None): never reveal that it exists."""
+    if owner_id is None or (owner_id != viewer.id and not viewer.is_instructor):
+        raise NotFound(f"No submission {submission_id}.")
 
 
 @dataclass(frozen=True)

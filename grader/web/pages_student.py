@@ -14,10 +14,12 @@ from grader.exercises.router import exercise_out
 from grader.exercises.service import get_exercise, list_exercises
 from grader.grading.kinds import DEFAULT_KIND, KINDS, get_kind
 from grader.leaderboard.service import leaderboard
+from grader.submissions import events
 from grader.submissions import service as submissions
 from grader.submissions.intake import take_upload
 from grader.submissions.models import TERMINAL, Submission
 from grader.submissions.preview import PREVIEW_IMAGES, preview_samples
+from grader.submissions.router import event_stream_response, submission_json
 from grader.submissions.schemas import SubmissionOut
 from grader.web import session as web_session
 from grader.web.charts import breakdown_bars, confusion_cells
@@ -247,11 +249,37 @@ def submission_fragment(
 
 
 @router.get("/submissions/{submission_id}/status")
-def submission_status(submission_id: int, user: PageUser, session: SessionDep) -> Response:
-    row = submissions.get_submission(session, user=user, submission_id=submission_id)
+def submission_status(
+    request: Request, submission_id: int, user: PageUser, session: SessionDep,
+    settings: SettingsDep,
+) -> Response:
+    """The page's fallback when its event stream is unavailable: polled with If-None-Match,
+    it costs one small read while nothing changed (304)."""
+    state = events.submission_state(
+        session, user=user, submission_id=submission_id, settings=settings
+    )
+    headers = {"ETag": state.etag, "Cache-Control": "private, no-cache"}
+    if events.not_modified(request.headers.get("if-none-match"), state.etag):
+        return Response(status_code=304, headers=headers)
     return JSONResponse(
-        {"id": row.id, "status": row.status, "terminal": row.status in TERMINAL},
-        headers={"Cache-Control": "no-store"},
+        {"id": state.submission_id, "status": state.status, "terminal": state.terminal},
+        headers=headers,
+    )
+
+
+@router.get("/submissions/{submission_id}/events")
+def submission_events(
+    submission_id: int, user: PageUser, session: SessionDep, settings: SettingsDep
+) -> Response:
+    """The page's live updates (server-sent events): the same stream as the API's."""
+    events.submission_state(session, user=user, submission_id=submission_id, settings=settings)
+    events.check_stream_allowed(settings, user=user)
+    viewer = events.StreamViewer.of(user)
+    return event_stream_response(
+        events.stream(
+            settings, viewer=viewer, submission_id=submission_id,
+            body=submission_json(submission_id, viewer),
+        )
     )
 
 

@@ -239,3 +239,52 @@ def test_no_page_needed_anything_the_content_security_policy_blocks(
     page.wait_for_url(re.compile(rf"/exercises/{DEMO}$"))
     page.context.close()
     assert CSP_VIOLATIONS == []
+
+
+def test_the_pre_flight_verdict_appears_while_the_grading_waits(
+    graded: dict[str, Any], chromium: Any, live_server: LiveServer, models: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    """The page follows its event stream: the quick check's verdict shows up while the model
+    still waits behind two slow gradings, then the result, and the page never reloads."""
+    from tests.support.models import write_slow_model, write_small_test_set
+
+    _, dummy = models
+    slug = "watch-live"
+    with live_server.admin_client() as admin:
+        admin.post("/api/v1/exercises", json={"slug": slug, "title": "Watch live",
+                                              "daily_limit": None}).raise_for_status()
+        with write_small_test_set(tmp_path / "small.csv").open("rb") as fh:
+            admin.put(f"/api/v1/exercises/{slug}/test-set",
+                      files={"file": ("small.csv", fh)}).raise_for_status()
+    slow = write_slow_model(tmp_path / "slow.pt", repeats=300)
+    for _ in range(2):  # two students: both ahead in the queue and in the pre-flight queue
+        with live_server.student_client() as crowd, slow.open("rb") as fh:
+            sent = crowd.post(f"/api/v1/exercises/{slug}/submissions",
+                              files={"file": ("slow.pt", fh)})
+            assert sent.status_code == 202, sent.text
+
+    page = log_in(chromium, live_server, graded["username"], graded["password"])
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    page.goto(f"/exercises/{slug}")
+    page.set_input_files("#model-file", str(dummy))
+    page.get_by_role("button", name="Upload and grade").click()
+    page.wait_for_url(re.compile(r"/submissions/\d+$"))
+    page.evaluate("window.__sameDocument = true")
+    first = page.get_attribute("#preflight", "data-preflight")
+    page.wait_for_selector('#preflight[data-preflight="PASSED"]', state="attached",
+                           timeout=GRADING_TIMEOUT_MS)
+    status_then = page.get_attribute("#status", "data-status")
+    text_then = page.inner_text("#result")
+    shot(page, "11-preflight-passed-while-queued")
+    page.wait_for_selector('#status[data-status="FAILED"]', state="attached",
+                           timeout=GRADING_TIMEOUT_MS)
+    assert page.evaluate("window.__sameDocument === true"), "the page was reloaded"
+    assert first == "PENDING" and status_then == "QUEUED", (first, status_then)
+    assert "Quick check passed" in text_then, text_then
+    assert "Not passed yet" in page.inner_text("#result")
+    # Pushed, not polled.
+    assert any(url.endswith("/events") for url in asked), asked
+    assert not any(url.endswith("/status") for url in asked), asked
+    page.context.close()

@@ -83,31 +83,88 @@ function setupUpload() {
   });
 }
 
+// The submission page follows its submission live: an EventSource on /submissions/{id}/events
+// (the server pushes each change: the pre-flight verdict, the start, the result) and, where
+// that stream is unavailable, conditional polling of /status with If-None-Match and backoff
+// (slower while queued). Each change re-renders the result panel from the server.
+const TERMINAL = ["PASSED", "FAILED", "ERROR"];
+
 function setupLiveStatus() {
   const box = document.getElementById("result");
   if (!box || box.dataset.terminal === "true") return;
   const id = box.dataset.submission;
-  let delay = 1000;
-  let last = null;
-  async function refresh() {
-    const response = await fetch("/submissions/" + id + "/result", { headers: { Accept: "text/html" } });
-    if (response.ok) box.innerHTML = await response.text();
+  const shownStatus = () => (document.getElementById("status") || {}).dataset;
+  let finished = false;
+  let pending = Promise.resolve();
+
+  function refresh() {
+    // One render at a time, in order, so a late answer never overwrites a newer one.
+    pending = pending.then(async () => {
+      try {
+        const response = await fetch("/submissions/" + id + "/result",
+          { headers: { Accept: "text/html" }, cache: "no-store" });
+        if (response.ok) box.innerHTML = await response.text();
+      } catch (err) { /* the next change or poll renders it */ }
+    });
+    return pending;
   }
-  async function poll() {
-    try {
-      const response = await fetch("/submissions/" + id + "/status", {
-        headers: { Accept: "application/json" }, cache: "no-store",
-      });
-      if (response.ok) {
-        const body = await response.json();
-        if (body.status !== last) { last = body.status; await refresh(); }
-        if (body.terminal) { box.dataset.terminal = "true"; return; }
-      }
-    } catch (err) { /* transient network error: keep polling, a little slower */ }
-    delay = Math.min(delay * 1.2, 5000);
-    setTimeout(poll, delay);
+  function finish() {
+    finished = true;
+    box.dataset.terminal = "true";
   }
-  setTimeout(poll, 500);
+  function rendered(sub) {
+    const status = shownStatus();
+    const preflight = document.getElementById("preflight");
+    return status && status.status === sub.status &&
+      (preflight ? preflight.dataset.preflight : null) === (sub.preflight ? sub.preflight.status : null);
+  }
+
+  function poll() {
+    let etag = null;
+    let delay = 1000;
+    async function once() {
+      let status = null;
+      try {
+        const headers = { Accept: "application/json" };
+        if (etag) headers["If-None-Match"] = etag;
+        const response = await fetch("/submissions/" + id + "/status", { headers, cache: "no-store" });
+        if (response.status === 200) {
+          const body = await response.json();
+          status = body.status;
+          if (etag !== null) delay = 1000;
+          etag = response.headers.get("ETag");
+          await refresh();
+          if (body.terminal) { finish(); return; }
+        } else if (response.status === 304) {
+          status = (shownStatus() || {}).status;
+        }
+      } catch (err) { /* transient network error: keep polling, a little slower */ }
+      const cap = status === "QUEUED" ? 15000 : 5000;
+      delay = Math.min(delay * 1.5, cap);
+      setTimeout(once, delay);
+    }
+    setTimeout(once, 500);
+  }
+
+  if (typeof EventSource === "undefined") { poll(); return; }
+  const source = new EventSource("/submissions/" + id + "/events");
+  let first = true;
+  source.addEventListener("submission", (ev) => {
+    let sub = null;
+    try { sub = JSON.parse(ev.data); } catch (err) { return; }
+    // The page was rendered a moment ago: skip the first event when it shows the same.
+    if (!(first && rendered(sub))) refresh();
+    first = false;
+    if (TERMINAL.includes(sub.status)) finish();
+  });
+  source.addEventListener("end", () => {
+    source.close();
+    if (!finished) { finish(); refresh(); }
+  });
+  source.addEventListener("error", () => {
+    // CONNECTING: the browser reconnects by itself. CLOSED: refused (429, 401) or gone.
+    if (source.readyState === EventSource.CLOSED && !finished) poll();
+  });
 }
 
 function setupTables() {
