@@ -8,6 +8,7 @@ from grader.api_errors import api_errors
 from grader.deps import CurrentUser, InstructorUser, PublishDep, SessionDep, SettingsDep
 from grader.errors import error_responses
 from grader.exercises.service import visible_exercise
+from grader.ops.queueinfo import queue_info
 from grader.submissions import service
 from grader.submissions.intake import take_upload
 from grader.submissions.schemas import (
@@ -63,10 +64,11 @@ async def submit(
     response_model=SubmissionOut,
     responses=api_errors(401, 404, 422),
 )
-def get_submission(submission_id: int, user: CurrentUser, session: SessionDep) -> SubmissionOut:
-    return SubmissionOut.from_row(
-        service.get_submission(session, user=user, submission_id=submission_id)
-    )
+def get_submission(
+    submission_id: int, user: CurrentUser, session: SessionDep, settings: SettingsDep
+) -> SubmissionOut:
+    sub = service.get_submission(session, user=user, submission_id=submission_id)
+    return SubmissionOut.from_row(sub, queue=queue_info(session, submission=sub, settings=settings))
 
 
 @router.get("/submissions", response_model=SubmissionPage, responses=api_errors(401, 404, 422))

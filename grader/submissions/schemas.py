@@ -5,6 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from grader.ops.queueinfo import QueueInfo
 from grader.submissions.models import Submission
 
 
@@ -70,9 +71,11 @@ class SubmissionOut(BaseModel):
     finished_at: datetime | None
     preflight: PreflightOut | None = None
     result: ResultOut | None
+    # Position and ETA while QUEUED or RUNNING (grader/ops/queueinfo.py); None once it ended.
+    queue: QueueInfo | None = None
 
     @classmethod
-    def from_row(cls, sub: Submission) -> SubmissionOut:
+    def from_row(cls, sub: Submission, *, queue: QueueInfo | None = None) -> SubmissionOut:
         result = sub.result
         return cls(
             id=sub.id,
@@ -94,6 +97,7 @@ class SubmissionOut(BaseModel):
             finished_at=sub.finished_at,
             preflight=PreflightOut.from_row(sub),
             result=ResultOut.model_validate(result, from_attributes=True) if result else None,
+            queue=queue,
         )
 
 

@@ -14,6 +14,7 @@ from grader.exercises.router import exercise_out
 from grader.exercises.service import get_exercise, list_exercises
 from grader.grading.kinds import DEFAULT_KIND, KINDS
 from grader.leaderboard.service import leaderboard
+from grader.ops.queueinfo import queue_info
 from grader.submissions import service as submissions
 from grader.submissions.intake import take_upload
 from grader.submissions.models import TERMINAL
@@ -223,22 +224,26 @@ def _submission_context(sub: SubmissionOut, preview: list[list[list[float]]] | N
 
 @router.get("/submissions/{submission_id}")
 def submission_page(
-    request: Request, submission_id: int, user: PageUser, session: SessionDep
+    request: Request, submission_id: int, user: PageUser, session: SessionDep,
+    settings: SettingsDep,
 ) -> Response:
     row = submissions.get_submission(session, user=user, submission_id=submission_id)
     preview = row.result.preview_keypoints if row.result else None
-    ctx = _submission_context(SubmissionOut.from_row(row), preview)
+    out = SubmissionOut.from_row(row, queue=queue_info(session, submission=row, settings=settings))
+    ctx = _submission_context(out, preview)
     return render(request, "submission.html", ctx)
 
 
 @router.get("/submissions/{submission_id}/result")
 def submission_fragment(
-    request: Request, submission_id: int, user: PageUser, session: SessionDep
+    request: Request, submission_id: int, user: PageUser, session: SessionDep,
+    settings: SettingsDep,
 ) -> Response:
     """The result panel alone, swapped into the open page when grading ends."""
     row = submissions.get_submission(session, user=user, submission_id=submission_id)
     preview = row.result.preview_keypoints if row.result else None
-    ctx = _submission_context(SubmissionOut.from_row(row), preview)
+    out = SubmissionOut.from_row(row, queue=queue_info(session, submission=row, settings=settings))
+    ctx = _submission_context(out, preview)
     return render(request, "_result.html", ctx)
 
 
