@@ -188,7 +188,7 @@ class HeartbeatThread(threading.Thread):
             started_at=time.time(),
             device=settings.device,
         )
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         client = None
@@ -202,7 +202,7 @@ class HeartbeatThread(threading.Thread):
                 write_beat(client, beat, ttl_s=self.settings.heartbeat_ttl_s)
             except redis.RedisError as exc:
                 logger.warning("heartbeat not written (%s)", exc)
-            if self._stop.wait(self.settings.heartbeat_interval_s):
+            if self._halt.wait(self.settings.heartbeat_interval_s):
                 break
         try:
             if client is not None:
@@ -211,5 +211,5 @@ class HeartbeatThread(threading.Thread):
             pass
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout)
