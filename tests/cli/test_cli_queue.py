@@ -4,24 +4,38 @@ against a live embedded server whose one worker is busy with slow gradings."""
 from __future__ import annotations
 
 import re
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support.live_server import LiveServer
-from tests.support.models import write_slow_model
+from tests.support.models import write_slow_model, write_small_test_set
 
 from .helpers import CliRunner
 
 pytestmark = pytest.mark.slow
-EXERCISE = "facial-keypoints"
+
+
+def _exercise(server: LiveServer, tmp_path: Path) -> str:
+    """Graded on 64 faces, so that three slow models take seconds, not minutes."""
+    slug = f"cli-q-{uuid.uuid4().hex[:8]}"
+    csv_path = write_small_test_set(tmp_path / "small.csv")
+    with server.admin_client() as admin:
+        made = admin.post("/api/v1/exercises", json={"slug": slug, "title": slug})
+        assert made.status_code == 201, made.text
+        with csv_path.open("rb") as fh:
+            put = admin.put(f"/api/v1/exercises/{slug}/test-set", files={"file": ("t.csv", fh)})
+        assert put.status_code == 200, put.text
+    return slug
 
 
 def test_status_and_wait_print_the_place_in_the_queue(
     cli: CliRunner, live_server: LiveServer, tmp_path: Path
 ) -> None:
-    slow = write_slow_model(tmp_path / "slow.pt", repeats=100)
+    slow = write_slow_model(tmp_path / "slow.pt", repeats=150)
+    exercise = _exercise(live_server, tmp_path)
     username, password = live_server.create_student()
     token = live_server.token(username, password)
     assert cli("login", "--server", live_server.url, "--token", token).code == 0
@@ -30,7 +44,7 @@ def test_status_and_wait_print_the_place_in_the_queue(
         for _ in range(3):
             with slow.open("rb") as fh:
                 sent = api.post(
-                    f"/api/v1/exercises/{EXERCISE}/submissions", files={"file": ("s.pt", fh)}
+                    f"/api/v1/exercises/{exercise}/submissions", files={"file": ("s.pt", fh)}
                 )
             assert sent.status_code == 202, sent.text
             ids.append(sent.json()["id"])
