@@ -28,6 +28,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.live_server import (  # noqa: E402
     LiveServer,
@@ -47,19 +49,32 @@ def _exercise(server: LiveServer, csv_path: Path) -> str:
     slug = f"eta-{uuid.uuid4().hex[:6]}"
     with server.admin_client() as admin:
         admin.post("/api/v1/exercises", json={
-            "slug": slug, "title": slug, "daily_limit": None}).raise_for_status()
+            "slug": slug, "title": slug, "daily_limit": None,
+            "max_model_bytes": 64 * 1024 * 1024}).raise_for_status()
         with csv_path.open("rb") as fh:
             admin.put(f"/api/v1/exercises/{slug}/test-set",
                       files={"file": ("t.csv", fh)}).raise_for_status()
     return slug
 
 
+def _student(server: LiveServer) -> Any:
+    for _ in range(20):  # SQLite may answer 503 "busy" while the worker starts; retry
+        try:
+            return server.student_client()
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 503:
+                raise
+            time.sleep(0.5)
+    raise RuntimeError("cannot create a student\n" + server.describe())
+
+
 def _upload(server: LiveServer, slug: str, path: Path) -> tuple[int, dict[str, Any], float]:
-    with server.student_client() as client:
+    with _student(server) as client:
         with path.open("rb") as fh:
             sent = client.post(f"/api/v1/exercises/{slug}/submissions",
                                files={"file": (path.name, fh)})
-        sent.raise_for_status()
+        if sent.status_code != 202:
+            raise RuntimeError(f"{path.name}: {sent.status_code} {sent.text}")
         sid = int(sent.json()["id"])
         uploaded = time.time()
         body = client.get(f"/api/v1/submissions/{sid}").json()
