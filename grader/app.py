@@ -204,6 +204,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (auth_router, exercises_router, submissions_router, leaderboard_router):
         app.include_router(router, prefix=API_PREFIX)
 
+    from grader.ops.router import router as ops_router
+
+    app.include_router(ops_router)  # GET /metrics
+
     # Pages (issue 5) plug in here when their package provides a router.
     if importlib.util.find_spec("grader.web.router") is not None:
         from grader.web.router import router as web_router  # type: ignore[import-not-found,unused-ignore]

@@ -109,9 +109,27 @@ class Settings(BaseSettings):
     # beyond that a client gets 429 and polls with If-None-Match instead.
     event_streams_per_user: int = Field(default=8, ge=1, le=1000)
 
+    # --- Operations: worker heartbeats, queue position and ETA, metrics (grader/ops) ----------
+    # Each worker writes a heartbeat into the broker's Redis this often, kept this long: a
+    # worker whose heartbeat expired is not counted as live (docs/service.md, "Operations").
+    heartbeat_interval_s: float = Field(default=10.0, gt=0)
+    heartbeat_ttl_s: float = Field(default=35.0, gt=0)
+    # The ETA uses the median wall time of the last `eta_history` gradings of the exercise
+    # (or of its queue); with no history yet, this many seconds (capped by the time limit).
+    eta_history: int = Field(default=20, ge=1, le=1000)
+    eta_default_grading_s: float = Field(default=30.0, gt=0)
+    # GET /metrics takes this bearer token (Prometheus' `authorization` / `bearer_token_file`)
+    # or an instructor's or admin's API token; without either it is a 401.
+    metrics_token: str | None = Field(default=None, min_length=16)
+
     @field_validator("admin_password", mode="before")
     @classmethod
     def _empty_password_is_unset(cls, value: object) -> object:
+        return value or None
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _empty_metrics_token_is_unset(cls, value: object) -> object:
         return value or None
 
     @model_validator(mode="after")

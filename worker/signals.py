@@ -1,36 +1,76 @@
-"""Worker start-up logging and clean sandbox shutdown."""
+"""Worker start-up logging, its heartbeat in the broker, and clean sandbox shutdown."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
+from celery.signals import (
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
+
+from grader.ops.heartbeat import HeartbeatThread
 
 logger = logging.getLogger("worker")
+_heartbeat: list[HeartbeatThread] = []
 
 
 @worker_ready.connect
-def _log_sandbox_layers(**_: Any) -> None:
+def _on_ready(sender: Any = None, **_: Any) -> None:
+    layers = _log_sandbox_layers()
+    _start_heartbeat(sender, layers)
+
+
+def _log_sandbox_layers() -> dict[str, bool]:
     try:
         from grader.grading.doctor import describe_sandbox_layers
     except ImportError:
         logger.warning("sandbox layer report unavailable (grader.grading.doctor missing)")
-        return
+        return {}
     try:
         from grader.config import get_settings
 
         layers = describe_sandbox_layers(device=get_settings().device)
         for name, active, note in layers:
             logger.info("sandbox layer %-20s %s  %s", name, "ACTIVE" if active else "off", note)
+        return {name: active for name, active, _ in layers}
     except Exception:
         logger.exception("could not describe the sandbox layers")
+        return {}
     finally:
         # The report started a fork server in this (main) process; grading happens in the
         # pool's children, which start their own. Don't leave one here to be inherited.
         from grader.grading.sandbox import shutdown
 
         shutdown()
+
+
+def _start_heartbeat(consumer: Any, layers: dict[str, bool]) -> None:
+    """The API counts live workers (and their slots, for the ETA) from these heartbeats."""
+    try:
+        from grader.config import get_settings
+
+        settings = get_settings()
+        controller = getattr(consumer, "controller", None)
+        queues = sorted(consumer.app.amqp.queues.consume_from)
+        concurrency = int(getattr(controller, "concurrency", 0) or settings.worker_concurrency)
+        thread = HeartbeatThread(
+            settings, name=str(getattr(consumer, "hostname", "")), queues=queues,
+            concurrency=concurrency, layers=layers,
+        )  # fmt: skip
+        thread.start()
+        _heartbeat.append(thread)
+    except Exception:
+        logger.exception("could not start the worker's heartbeat")
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    while _heartbeat:
+        _heartbeat.pop().stop()
 
 
 @worker_process_shutdown.connect

@@ -31,6 +31,7 @@ from grader_cli.output import (
     print_exercises,
     print_history,
     print_leaderboard,
+    queue_line,
     stderr,
     submission_verdict,
 )
@@ -304,14 +305,20 @@ def _follow(client: ApiClient, sid: str, *, announce: bool = False) -> dict[str,
 
     def on_update(sub: dict[str, Any]) -> None:
         state = str(sub.get("status"))
-        if state != last.get("status"):
-            info(f"  {time.monotonic() - started:6.1f} s  {state}")
-        note = preflight_note(sub)
-        if note is not None and note != preflight_note(last):
-            info(f"  {time.monotonic() - started:6.1f} s  {note}")
+        waiting = queue_line(sub)
+        place = (sub.get("queue") or {}).get("position")
+        if state != last.get("status") or place != (last.get("queue") or {}).get("position"):
+            note = f"  ({waiting})" if waiting else ""
+            info(f"  {time.monotonic() - started:6.1f} s  {state}{note}")
+        checked = preflight_note(sub)
+        if checked is not None and checked != preflight_note(last):
+            info(f"  {time.monotonic() - started:6.1f} s  {checked}")
         last.update(sub)
         if spinner is not None:
-            spinner.update(f"submission {sid}: {state} ({time.monotonic() - started:.0f} s)")
+            spinner.update(
+                f"submission {sid}: {state} ({time.monotonic() - started:.0f} s)"
+                + (f", {waiting}" if waiting else "")
+            )
 
     spinner = None
     try:

@@ -6,7 +6,7 @@ Progress, spinners and error lines go to stderr so stdout stays clean for `--jso
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -77,6 +77,47 @@ def fmt_time(value: Any) -> str:
     return parsed.strftime("%Y-%m-%d %H:%M")
 
 
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _about(seconds: float) -> str:
+    if seconds < 60:
+        return f"about {max(int(round(seconds / 10.0)) * 10, 10)} s"
+    if seconds < 3600:
+        return f"about {int(round(seconds / 60.0))} min"
+    return f"about {seconds / 3600.0:.1f} h".replace(".0 h", " h")
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def queue_line(sub: dict[str, Any], *, now: datetime | None = None) -> str | None:
+    """"4th in queue, about 1 min" from the server's `queue` (position and ETA), or None
+    when the submission is not waiting or the server does not say."""
+    queue = sub.get("queue")
+    if not isinstance(queue, dict) or not isinstance(queue.get("position"), int):
+        return None
+    now = now or datetime.now(UTC)
+    position = int(queue["position"])
+    finish = _parse_time(queue.get("estimated_finish"))
+    left = max((finish - now).total_seconds(), 0.0) if finish is not None else None
+    if position == 0:
+        return "being graded" + (f", done in {_about(left)}" if left is not None else "")
+    where = "next in queue" if position == 1 else f"{_ordinal(position)} in queue"
+    if queue.get("workers") == 0:
+        return f"{where}; no grader is running for this queue right now"
+    return where + (f", {_about(left)}" if left is not None else "")
+
+
 def max_model_bytes(exercise: dict[str, Any]) -> int | None:
     value = pick(exercise, "max_model_bytes", "max_model_size", "max_bytes")
     return int(value) if isinstance(value, int | float) else None
@@ -132,6 +173,8 @@ def submission_verdict(sub: dict[str, Any], *, threshold: float | None) -> None:
     }
     if status in verdict:
         rows.append(("verdict", verdict[status]))
+    if (waiting := queue_line(sub)) is not None:
+        rows.append(("queue", waiting))
     reason = sub.get("failure_reason")
     message = sub.get("failure_message")
     if reason:

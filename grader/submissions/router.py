@@ -7,9 +7,11 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
+from grader.config import Settings
 from grader.deps import CurrentUser, InstructorUser, PublishDep, SessionDep, SettingsDep
 from grader.errors import api_errors, error_responses
 from grader.exercises.service import visible_exercise
+from grader.ops.queueinfo import queue_info
 from grader.submissions import events, service
 from grader.submissions.intake import take_upload
 from grader.submissions.schemas import (
@@ -85,9 +87,8 @@ def get_submission(
     if events.not_modified(request.headers.get("if-none-match"), state.etag):
         return Response(status_code=304, headers={"ETag": state.etag, **_REVALIDATE})
     response.headers.update({"ETag": state.etag, **_REVALIDATE})
-    return SubmissionOut.from_row(
-        service.get_submission(session, user=user, submission_id=submission_id)
-    )
+    sub = service.get_submission(session, user=user, submission_id=submission_id)
+    return SubmissionOut.from_row(sub, queue=queue_info(session, submission=sub, settings=settings))
 
 
 @router.get(
@@ -109,17 +110,20 @@ def submission_events(
     return event_stream_response(
         events.stream(
             settings, viewer=viewer, submission_id=submission_id,
-            body=submission_json(submission_id, viewer),
+            body=submission_json(submission_id, viewer, settings),
         )
     )
 
 
-def submission_json(submission_id: int, viewer: service.Viewer) -> Callable[[Session], str]:
+def submission_json(
+    submission_id: int, viewer: service.Viewer, settings: Settings
+) -> Callable[[Session], str]:
     """The submission's JSON as the GET answers it, read in a session of the caller's."""
 
     def body(session: Session) -> str:
         row = service.get_submission(session, user=viewer, submission_id=submission_id)
-        return SubmissionOut.from_row(row).model_dump_json()
+        queue = queue_info(session, submission=row, settings=settings)
+        return SubmissionOut.from_row(row, queue=queue).model_dump_json()
 
     return body
 

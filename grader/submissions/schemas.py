@@ -6,6 +6,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from grader.grading.kinds import get_kind
+from grader.ops.queueinfo import QueueInfo
 from grader.submissions.models import Result, Submission
 
 
@@ -99,9 +100,11 @@ class SubmissionOut(BaseModel):
     finished_at: datetime | None
     preflight: PreflightOut | None = None
     result: ResultOut | None
+    # Position and ETA while QUEUED or RUNNING (grader/ops/queueinfo.py); None once it ended.
+    queue: QueueInfo | None = None
 
     @classmethod
-    def from_row(cls, sub: Submission) -> SubmissionOut:
+    def from_row(cls, sub: Submission, *, queue: QueueInfo | None = None) -> SubmissionOut:
         result = sub.result
         return cls(
             id=sub.id,
@@ -125,6 +128,7 @@ class SubmissionOut(BaseModel):
             result=(
                 ResultOut.from_row(result, kind_name=sub.exercise.kind) if result else None
             ),
+            queue=queue,
         )
 
 

@@ -11,6 +11,7 @@ from jinja2 import Environment
 from markupsafe import Markup
 
 from grader.db import utcnow
+from grader.ops.queueinfo import describe as describe_queue
 
 
 def format_dt(value: datetime | None) -> str:
@@ -86,6 +87,7 @@ def register_filters(env: Environment) -> None:
         size=format_bytes,
         iso=iso,
         visible=visible,
+        queue_line=describe_queue,
     )
     # Everything a page prints goes through it, so no template can forget it: user names,
     # display names, filenames, titles, error messages.

@@ -24,6 +24,7 @@ from grader.exercises import service as exercises
 from grader.exercises.models import LatePolicy, LeaderboardVisibility
 from grader.grading.kinds import DEFAULT_KIND, KINDS, default_threshold, get_kind
 from grader.leaderboard.service import grades_csv, last_submitted, standings
+from grader.ops import service as ops
 from grader.submissions import service as submissions
 from grader.submissions.schemas import SubmissionOut
 from grader.web.charts import score_histogram
@@ -100,6 +101,21 @@ def _choices() -> dict[str, Any]:
 @router.get("")
 def instructor_home(_: PageInstructor) -> Response:
     return RedirectResponse("/instructor/exercises", status_code=303)
+
+
+@router.get("/system")
+def system_page(
+    request: Request, _: PageInstructor, session: SessionDep, settings: SettingsDep
+) -> Response:
+    """Queues, live workers and their sandbox layers, recent gradings (grader/ops)."""
+    return render(request, "instructor/system.html", {
+        "queues": ops.queues(session, settings),
+        "preflight_workers": ops.preflight_workers(settings),
+        "workers": ops.workers(settings),
+        "recent": ops.recent_gradings(session, limit=25),
+        "gradings": sorted(ops.grading_outcomes(session), key=lambda o: -o.count),
+        "preflights": sorted(ops.preflight_outcomes(session), key=lambda o: -o.count),
+    })  # fmt: skip
 
 
 @router.get("/exercises")

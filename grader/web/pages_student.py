@@ -14,6 +14,7 @@ from grader.exercises.router import exercise_out
 from grader.exercises.service import get_exercise, list_exercises
 from grader.grading.kinds import DEFAULT_KIND, KINDS, get_kind
 from grader.leaderboard.service import leaderboard
+from grader.ops.queueinfo import QueueInfo, queue_info
 from grader.submissions import events
 from grader.submissions import service as submissions
 from grader.submissions.intake import take_upload
@@ -214,9 +215,9 @@ def history_page(
     )
 
 
-def _submission_context(row: Submission) -> dict:
+def _submission_context(row: Submission, queue: QueueInfo | None) -> dict:
     """What the result panel draws, in the terms of the exercise's kind."""
-    sub = SubmissionOut.from_row(row)
+    sub = SubmissionOut.from_row(row, queue=queue)
     kind = get_kind(row.exercise.kind)
     result = row.result
     preview = result.preview_keypoints if result else None
@@ -233,19 +234,23 @@ def _submission_context(row: Submission) -> dict:
 
 @router.get("/submissions/{submission_id}")
 def submission_page(
-    request: Request, submission_id: int, user: PageUser, session: SessionDep
+    request: Request, submission_id: int, user: PageUser, session: SessionDep,
+    settings: SettingsDep,
 ) -> Response:
     row = submissions.get_submission(session, user=user, submission_id=submission_id)
-    return render(request, "submission.html", _submission_context(row))
+    queue = queue_info(session, submission=row, settings=settings)
+    return render(request, "submission.html", _submission_context(row, queue))
 
 
 @router.get("/submissions/{submission_id}/result")
 def submission_fragment(
-    request: Request, submission_id: int, user: PageUser, session: SessionDep
+    request: Request, submission_id: int, user: PageUser, session: SessionDep,
+    settings: SettingsDep,
 ) -> Response:
     """The result panel alone, swapped into the open page when grading ends."""
     row = submissions.get_submission(session, user=user, submission_id=submission_id)
-    return render(request, "_result.html", _submission_context(row))
+    queue = queue_info(session, submission=row, settings=settings)
+    return render(request, "_result.html", _submission_context(row, queue))
 
 
 @router.get("/submissions/{submission_id}/status")
@@ -278,7 +283,7 @@ def submission_events(
     return event_stream_response(
         events.stream(
             settings, viewer=viewer, submission_id=submission_id,
-            body=submission_json(submission_id, viewer),
+            body=submission_json(submission_id, viewer, settings),
         )
     )
 
