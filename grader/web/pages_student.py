@@ -17,7 +17,7 @@ from grader.leaderboard.service import leaderboard
 from grader.submissions import service as submissions
 from grader.submissions.intake import take_upload
 from grader.submissions.models import TERMINAL
-from grader.submissions.preview import PREVIEW_IMAGES, preview_samples
+from grader.submissions.preview import PREVIEW_IMAGES, preview_samples, stored_preview
 from grader.submissions.schemas import SubmissionOut
 from grader.web import session as web_session
 from grader.web.charts import keypoint_bars
@@ -226,7 +226,7 @@ def submission_page(
     request: Request, submission_id: int, user: PageUser, session: SessionDep
 ) -> Response:
     row = submissions.get_submission(session, user=user, submission_id=submission_id)
-    preview = row.result.preview_keypoints if row.result else None
+    preview = stored_preview(session, result=row.result)
     ctx = _submission_context(SubmissionOut.from_row(row), preview)
     return render(request, "submission.html", ctx)
 
@@ -237,7 +237,7 @@ def submission_fragment(
 ) -> Response:
     """The result panel alone, swapped into the open page when grading ends."""
     row = submissions.get_submission(session, user=user, submission_id=submission_id)
-    preview = row.result.preview_keypoints if row.result else None
+    preview = stored_preview(session, result=row.result)
     ctx = _submission_context(SubmissionOut.from_row(row), preview)
     return render(request, "_result.html", ctx)
 
