@@ -146,26 +146,42 @@ def recompute_standings(session: Session, exercise_id: int, user_id: int | None 
 
 def standings(session: Session, *, exercise: Exercise) -> list[Standing]:
     """Every student with at least one counted submission, ranked by best score."""
+    # Plain columns, not ORM objects: a class of 1,000 is read on every leaderboard view.
     rows = session.execute(
-        select(StandingRow, User.username, User.display_name, User.student_id)
+        select(
+            StandingRow.user_id,
+            User.username,
+            User.display_name,
+            User.student_id,
+            StandingRow.best_score,
+            StandingRow.passed,
+            StandingRow.attempts,
+            StandingRow.best_submitted_at,
+            StandingRow.best_late,
+            StandingRow.last_submitted_at,
+            StandingRow.best_result_id,
+        )
         .join(User, User.id == StandingRow.user_id)
         .where(StandingRow.exercise_id == exercise.id)
     ).all()
     out = [
         Standing(
-            row.user_id,
+            user_id,
             username,
             display_name,
             student_id,
-            row.best_score,
-            bool(row.passed),
-            row.attempts,
-            row.best_submitted_at,
-            bool(row.best_late),
-            last_submitted_at=row.last_submitted_at,
-            best_result_id=row.best_result_id,
+            best_score,
+            bool(passed),
+            attempts,
+            best_at,
+            bool(late),
+            last_submitted_at=last_at,
+            best_result_id=best_result_id,
         )
-        for row, username, display_name, student_id in rows
+        for (
+            user_id, username, display_name, student_id, best_score, passed, attempts, best_at,
+            late, last_at, best_result_id,
+        ) in rows
     ]
     out.sort(key=lambda s: (s.best_score is None, -(s.best_score or 0.0), s.username))
     rank = 0
@@ -216,8 +232,10 @@ def leaderboard(session: Session, *, exercise: Exercise, viewer: User) -> list[L
 def grades_csv(session: Session, *, exercise: Exercise) -> str:
     """One row per student on the roster (submitted or not)."""
     by_user = {s.user_id: s for s in standings(session, exercise=exercise)}
-    students = session.scalars(
-        select(User).where(User.role == Role.STUDENT.value).order_by(User.username)
+    students = session.execute(
+        select(User.id, User.username, User.student_id, User.display_name)
+        .where(User.role == Role.STUDENT.value)
+        .order_by(User.username)
     )
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -233,13 +251,13 @@ def grades_csv(session: Session, *, exercise: Exercise) -> str:
             "late",
         ]
     )
-    for user in students:
-        s = by_user.get(user.id)
+    for user_id, username, student_id, display_name in students:
+        s = by_user.get(user_id)
         writer.writerow(
             [
-                user.username,
-                user.student_id or "",
-                user.display_name,
+                username,
+                student_id or "",
+                display_name,
                 "" if s is None or s.best_score is None else repr(s.best_score),
                 "true" if s is not None and s.passed else "false",
                 "" if s is None or s.best_submitted_at is None else s.best_submitted_at.isoformat(),
