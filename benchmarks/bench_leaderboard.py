@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
-from sqlalchemy import func, not_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -3,7 +3,8 @@ across E exercises, each with its result (and the preview the submission page dr
 the standings from leaderboard.service.recompute_standings (the same function the server
 uses, so they are exactly what grading would have left).
 
-    python benchmarks/seed_submissions.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/lb -n 100000
+    python benchmarks/seed_submissions.py -n 100000 \
+        --database-url postgresql+psycopg://postgres@127.0.0.1:5432/lb
     python benchmarks/seed_submissions.py --data-dir /tmp/lb -n 10000      # SQLite there
 
 The schema is migrated first and the admin account made (password: --admin-password).

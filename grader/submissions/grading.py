@@ -28,8 +28,8 @@ from grader.exercises.models import Exercise
 from grader.exercises.service import max_time_limit_s
 from grader.grading.failures import STUDENT_MESSAGES, FailureKind
 from grader.grading.kinds import DEFAULT_KIND, get_kind
-from grader.submissions import plans
 from grader.leaderboard.service import recompute_standings
+from grader.submissions import plans
 from grader.submissions.models import (
     TERMINAL,
     Preflight,
