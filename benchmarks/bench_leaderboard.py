@@ -9,7 +9,9 @@ It seeds with benchmarks/seed_submissions.py (standings from the service's recom
 `grader serve --no-worker` on that database, and times sequential HTTP requests (after a
 warm-up) as an instructor and as a student: the leaderboard API and pages, the grades CSV, a
 student's history, everyone's submissions (instructor), the status endpoint and the
-submission page (which loads the preview). Side by side, in-process: the standings read from
+submission page (which loads the preview). Besides p50/p95 of the wall clock it prints the CPU
+time per request of the API process and its PostgreSQL backends: on a shared machine the wall
+clock includes waiting for a core. Side by side, in-process: the standings read from
 the standings table vs computed from the whole history (the way it was done before), and a
 full recompute (what a whole-exercise rescore adds).
 """
@@ -17,6 +19,7 @@ full recompute (what a whole-exercise rescore adds).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import sys
@@ -28,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -51,15 +54,58 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
-def timed(call: Callable[[], object], repeat: int, warmup: int = 3) -> tuple[float, float]:
+Timing = tuple[float, float, float | None]
+
+
+def timed(
+    call: Callable[[], object], repeat: int, warmup: int = 3,
+    cpu: Callable[[], float] | None = None,
+) -> Timing:
+    """(p50 ms, p95 ms, CPU ms per call of the processes `cpu` sums, or None)."""
     for _ in range(warmup):
         call()
     samples = []
+    cpu_before = cpu() if cpu else 0.0
     for _ in range(repeat):
         began = time.perf_counter()
         call()
         samples.append((time.perf_counter() - began) * 1000)
-    return statistics.median(samples), pct(samples, 95)
+    per_call = (cpu() - cpu_before) * 1000 / repeat if cpu else None
+    return statistics.median(samples), pct(samples, 95), per_call
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _process_cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+
+
+def server_cpu(server: LiveServer, url: str) -> Callable[[], float]:
+    """CPU seconds used so far by the API process and (PostgreSQL) the database's backends.
+    On a shared machine the wall-clock figures include waiting for a core; CPU per request
+    is what a request costs on an idle one (plus I/O waits, small with a warm cache)."""
+    assert server.proc is not None
+    api_pid = server.proc.pid
+    if url.startswith("sqlite"):
+        return lambda: _process_cpu_s(api_pid)
+    engine = get_engine(url)
+
+    def total() -> float:
+        with engine.connect() as conn:
+            pids = conn.execute(
+                text(
+                    "SELECT pid FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalars()
+            return _process_cpu_s(api_pid) + sum(_process_cpu_s(p) for p in pids)
+
+    return total
 
 
 def _browser(server: LiveServer, username: str, password: str) -> httpx.Client:
@@ -103,7 +149,7 @@ def history_standings(session: Session, exercise: Exercise) -> int:
     return len(attempts)
 
 
-def in_process(settings: Settings, repeat: int) -> dict[str, tuple[float, float]]:
+def in_process(settings: Settings, repeat: int) -> dict[str, Timing]:
     out = {}
     with session_scope(settings.sqlalchemy_url, write=False) as session:
         exercise = session.scalar(select(Exercise).where(Exercise.slug == SLUG))
@@ -126,7 +172,7 @@ def in_process(settings: Settings, repeat: int) -> dict[str, tuple[float, float]
     return out
 
 
-def over_http(server: LiveServer, repeat: int) -> dict[str, tuple[float, float]]:
+def over_http(server: LiveServer, url: str, repeat: int) -> dict[str, Timing]:
     admin = server.admin_client()
     student = server.client(server.token(STUDENT, STUDENT_PASSWORD))
     admin_web = _browser(server, "admin", ADMIN_PASSWORD)
@@ -151,9 +197,12 @@ def over_http(server: LiveServer, repeat: int) -> dict[str, tuple[float, float]]
         "API status of a submission": (student, f"/api/v1/submissions/{latest}", {}),
         "page submission with preview": (student_web, f"/submissions/{shown}", {}),
     }
+    cpu = server_cpu(server, url)
     out = {}
     for name, (client, path, params) in cases.items():
-        out[name] = timed(lambda c=client, p=path, q=params: _ok(c.get(p, params=q)), repeat)
+        out[name] = timed(
+            lambda c=client, p=path, q=params: _ok(c.get(p, params=q)), repeat, cpu=cpu
+        )
     preview = _ok(student_web.get(f"/submissions/{shown}")).text
     assert "<circle" in preview or "preview" in preview.lower()
     return out
@@ -194,11 +243,15 @@ def main() -> None:
                         env={"GRADER_DATABASE_URL": url, "GRADER_SWEEPER_ENABLED": "false"},
                         extra_args=("--no-worker",),
                     )
-                results = {**over_http(server, args.repeat), **in_process(settings, args.repeat)}
+                results = {
+                    **over_http(server, url, args.repeat), **in_process(settings, args.repeat)
+                }
                 width = max(len(k) for k in results)
-                print(f"{'':{width}}  {'p50 ms':>8}  {'p95 ms':>8}")
-                for name, (p50, p95) in results.items():
-                    print(f"{name:{width}}  {p50:8.1f}  {p95:8.1f}")
+                print(f"{'':{width}}  {'p50 ms':>8}  {'p95 ms':>8}  {'CPU ms':>8}")
+                for name, (p50, p95, cpu) in results.items():
+                    cpu_text = "" if cpu is None else f"{cpu:8.1f}"
+                    print(f"{name:{width}}  {p50:8.1f}  {p95:8.1f}  {cpu_text}")
+                print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
                 table = results["standings() from the table"][0]
                 history = results["best rows from the history"][0]
                 print(f"history / table (p50): {history / table:.1f}x")
