@@ -4,6 +4,7 @@ deadline, with 1,000 students across 3 exercises and 10k, then 100k submissions.
     python benchmarks/bench_leaderboard.py                        # PostgreSQL (temporary db)
     python benchmarks/bench_leaderboard.py --sqlite
     python benchmarks/bench_leaderboard.py --sizes 10000 100000 --repeat 100
+    python benchmarks/bench_leaderboard.py --sizes 100000 --database-url URL   # reuse its data
 
 It seeds with benchmarks/seed_submissions.py (standings from the service's recompute), starts
 `grader serve --no-worker` on that database, and times sequential HTTP requests (after a
@@ -36,6 +37,7 @@ from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.seed_submissions import STUDENT_PASSWORD, seed  # noqa: E402
+from grader.auth.models import User  # noqa: E402
 from grader.config import Settings  # noqa: E402
 from grader.db import get_engine, session_scope  # noqa: E402
 from grader.exercises.models import Exercise  # noqa: E402
@@ -152,22 +154,23 @@ def history_standings(session: Session, exercise: Exercise) -> int:
 def in_process(settings: Settings, repeat: int) -> dict[str, Timing]:
     out = {}
     with session_scope(settings.sqlalchemy_url, write=False) as session:
-        exercise = session.scalar(select(Exercise).where(Exercise.slug == SLUG))
-        assert exercise is not None
+        found = session.scalar(select(Exercise).where(Exercise.slug == SLUG))
+        assert found is not None
+        exercise: Exercise = found
         out["standings() from the table"] = timed(
             lambda: standings(session, exercise=exercise), repeat
         )
         out["best rows from the history"] = timed(
             lambda: history_standings(session, exercise), max(repeat // 5, 5), warmup=1
         )
+    exercise_id = exercise.id
     with session_scope(settings.sqlalchemy_url) as session:
-        exercise = session.scalar(select(Exercise).where(Exercise.slug == SLUG))
-        assert exercise is not None
+        student = session.scalar(select(User.id).where(User.username == STUDENT))
         out["recompute_standings(one student)"] = timed(
-            lambda: recompute_standings(session, exercise.id, 8), repeat
+            lambda: recompute_standings(session, exercise_id, student), repeat
         )
         out["recompute_standings(whole exercise)"] = timed(
-            lambda: recompute_standings(session, exercise.id), 5, warmup=1
+            lambda: recompute_standings(session, exercise_id), 5, warmup=1
         )
     return out
 
@@ -200,16 +203,29 @@ def over_http(server: LiveServer, url: str, repeat: int) -> dict[str, Timing]:
     cpu = server_cpu(server, url)
     out = {}
     for name, (client, path, params) in cases.items():
-        out[name] = timed(
-            lambda c=client, p=path, q=params: _ok(c.get(p, params=q)), repeat, cpu=cpu
-        )
+
+        def call(c: httpx.Client = client, p: str = path, q: dict = params) -> object:
+            return _ok(c.get(p, params=q))
+
+        out[name] = timed(call, repeat, cpu=cpu)
     preview = _ok(student_web.get(f"/submissions/{shown}")).text
     assert "<circle" in preview or "preview" in preview.lower()
     return out
 
 
+def _submissions(settings: Settings) -> int:
+    try:
+        with session_scope(settings.sqlalchemy_url, write=False) as session:
+            return int(session.scalar(select(func.count(Submission.id))) or 0)
+    except Exception:  # no schema yet
+        return 0
+
+
 @contextmanager
-def database(sqlite: bool, data_dir: Path) -> Iterator[str]:
+def database(sqlite: bool, data_dir: Path, url: str | None) -> Iterator[str]:
+    if url:
+        yield url
+        return
     if sqlite:
         yield f"sqlite:///{data_dir / 'grader.sqlite3'}"
         return
@@ -225,17 +241,21 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--repeat", type=int, default=60)
     parser.add_argument("--sqlite", action="store_true", help="SQLite instead of PostgreSQL")
+    parser.add_argument(
+        "--database-url", default=None,
+        help="keep the data in this database (it is topped up to each size, never emptied)",
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, database(args.sqlite, Path(tmp)) as url:
+    with tempfile.TemporaryDirectory() as tmp, database(
+        args.sqlite, Path(tmp), args.database_url
+    ) as url:
         data_dir = Path(tmp)
         settings = Settings(data_dir=data_dir, database_url=url, admin_password=ADMIN_PASSWORD)
         server: LiveServer | None = None
-        seeded = 0
         try:
             for size in sorted(args.sizes):
-                done = seed(settings, size - seeded, rng_seed=size)
-                seeded = size
-                print(f"\n== {size:,} submissions ({'SQLite' if args.sqlite else 'PostgreSQL'};"
+                done = seed(settings, max(size - _submissions(settings), 0), rng_seed=size)
+                print(f"\n== {size:,} submissions ({get_engine(url).dialect.name};"
                       f" seeded in {done.seconds:.1f} s) ==")
                 if server is None:
                     server = start_live_server(

@@ -186,11 +186,11 @@ def seed(
                 session.execute(insert(table), rows[start : start + BATCH])
         if session.get_bind().dialect.name == "postgresql":
             # Explicit ids do not move the sequences; the server's next insert must not collide.
-            for table in ("submissions", "results"):
+            for name in ("submissions", "results"):
                 session.execute(
                     text(
-                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                        f"(SELECT max(id) FROM {table}))"
+                        f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
+                        f"(SELECT max(id) FROM {name}))"
                     )
                 )
         for exercise_id in exercise_ids:
