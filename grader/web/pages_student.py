@@ -31,6 +31,7 @@ from grader.web.core import (
     render,
 )
 from grader.web.png import encode_png
+from grader.web.standings_table import leaderboard_rows
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
@@ -256,4 +257,5 @@ def leaderboard_page(request: Request, slug: str, user: PageUser, session: Sessi
     exercise = get_exercise(session, slug=slug, include_unpublished=user.is_instructor)
     rows = leaderboard(session, exercise=exercise, viewer=user)
     return render(request, "leaderboard.html", {"exercise": exercise_out(
-        session, exercise=exercise, user=user), "rows": rows})  # fmt: skip
+        session, exercise=exercise, user=user), "rows": rows,
+        "leaderboard_rows": leaderboard_rows(rows)})  # fmt: skip
