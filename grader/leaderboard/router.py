@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from fastapi import APIRouter
 
 from grader.deps import CurrentUser, SessionDep
@@ -25,5 +23,5 @@ def leaderboard(slug: str, user: CurrentUser, session: SessionDep) -> Leaderboar
     return LeaderboardOut(
         exercise=exercise.slug,
         threshold=exercise.threshold,
-        entries=[LeaderboardEntry(**asdict(r)) for r in rows],
+        entries=[LeaderboardEntry.model_validate(r, from_attributes=True) for r in rows],
     )

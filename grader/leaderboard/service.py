@@ -7,13 +7,25 @@ import io
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, func, not_, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    case,
+    delete,
+    false,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from grader.auth.models import Role, User
 from grader.errors import Forbidden
 from grader.exercises.models import Exercise, LeaderboardVisibility
 from grader.grading.failures import FailureKind
+from grader.leaderboard.models import StandingRow
 from grader.submissions.models import Result, Status, Submission
 
 
@@ -29,58 +41,148 @@ class Standing:
     best_submitted_at: datetime | None
     best_late: bool
     rank: int | None = None
+    last_submitted_at: datetime | None = None
+    best_result_id: int | None = None
+
+
+def _counted() -> ColumnElement[bool]:
+    """A submission counts as an attempt unless it ended because we failed (INFRA_ERROR)."""
+    return or_(
+        Submission.status != Status.ERROR.value,
+        func.coalesce(Submission.failure_reason, "") != FailureKind.INFRA_ERROR.value,
+    )
+
+
+def recompute_standings(session: Session, exercise_id: int, user_id: int | None = None) -> None:
+    """Rewrite the standings rows of one student (or, with user_id None, of every student) in
+    an exercise from their submissions and results. The one place that decides what a
+    standing is: the best graded result (highest score, the earliest submission on ties, then
+    the lowest id), the counted attempts, the latest submission.
+
+    Call it in the transaction that changed the submissions or results, after the change.
+    PostgreSQL: it first locks the exercise row (shared for one student, exclusive for all)
+    and the student's row, so that two transactions finishing one student's results cannot
+    each write a standing that misses the other's result: the second waits, and its queries
+    then see the first's commit (READ COMMITTED takes a new snapshot per statement). SQLite's
+    writers take turns anyway, and the locks are omitted there.
+    """
+    exercise_lock = select(Exercise.id).where(Exercise.id == exercise_id)
+    if user_id is None:
+        session.execute(exercise_lock.with_for_update(key_share=True)).all()
+    else:
+        session.execute(exercise_lock.with_for_update(read=True)).all()
+        session.execute(
+            select(User.id).where(User.id == user_id).with_for_update(key_share=True)
+        ).all()
+    scope = [Submission.exercise_id == exercise_id]
+    if user_id is not None:
+        scope.append(Submission.user_id == user_id)
+    totals = (
+        select(
+            Submission.user_id.label("user_id"),
+            func.count(case((_counted(), Submission.id))).label("attempts"),
+            func.max(Submission.created_at).label("last_submitted_at"),
+        )
+        .where(*scope)
+        .group_by(Submission.user_id)
+        .subquery()
+    )
+    ranked = (
+        select(
+            Submission.user_id.label("user_id"),
+            Result.id.label("result_id"),
+            Result.score.label("score"),
+            Result.passed.label("passed"),
+            Submission.created_at.label("created_at"),
+            Submission.late.label("late"),
+            func.row_number()
+            .over(
+                partition_by=Submission.user_id,
+                order_by=(Result.score.desc(), Submission.created_at, Submission.id),
+            )
+            .label("place"),
+        )
+        .join(Result, Result.submission_id == Submission.id)
+        .where(*scope, Result.score.is_not(None))
+        .subquery()
+    )
+    best = select(ranked).where(ranked.c.place == 1).subquery()
+    rows = (
+        select(
+            literal(exercise_id, Integer),
+            totals.c.user_id,
+            totals.c.attempts,
+            totals.c.last_submitted_at,
+            best.c.result_id,
+            best.c.score,
+            func.coalesce(best.c.passed, false()),
+            best.c.created_at,
+            func.coalesce(best.c.late, false()),
+        )
+        .select_from(totals.outerjoin(best, best.c.user_id == totals.c.user_id))
+        .where(totals.c.attempts > 0)
+    )
+    old = delete(StandingRow).where(StandingRow.exercise_id == exercise_id)
+    if user_id is not None:
+        old = old.where(StandingRow.user_id == user_id)
+    session.execute(old)
+    session.execute(
+        insert(StandingRow).from_select(
+            [
+                "exercise_id",
+                "user_id",
+                "attempts",
+                "last_submitted_at",
+                "best_result_id",
+                "best_score",
+                "passed",
+                "best_submitted_at",
+                "best_late",
+            ],
+            rows,
+        )
+    )
 
 
 def standings(session: Session, *, exercise: Exercise) -> list[Standing]:
     """Every student with at least one counted submission, ranked by best score."""
-    counted = not_(
-        and_(
-            Submission.status == Status.ERROR.value,
-            Submission.failure_reason == FailureKind.INFRA_ERROR.value,
-        )
-    )
-    attempts = dict(
-        session.execute(
-            select(Submission.user_id, func.count(Submission.id))
-            .where(Submission.exercise_id == exercise.id, counted)
-            .group_by(Submission.user_id)
-        ).all()
-    )
-    # Best graded submission per user: highest score, earliest on ties.
+    # Plain columns, not ORM objects: a class of 1,000 is read on every leaderboard view.
     rows = session.execute(
         select(
-            Submission.user_id, Result.score, Result.passed, Submission.created_at, Submission.late
+            StandingRow.user_id,
+            User.username,
+            User.display_name,
+            User.student_id,
+            StandingRow.best_score,
+            StandingRow.passed,
+            StandingRow.attempts,
+            StandingRow.best_submitted_at,
+            StandingRow.best_late,
+            StandingRow.last_submitted_at,
+            StandingRow.best_result_id,
         )
-        .join(Result, Result.submission_id == Submission.id)
-        .where(Submission.exercise_id == exercise.id, Result.score.is_not(None))
-        .order_by(Submission.user_id, Result.score.desc(), Submission.created_at)
+        .join(User, User.id == StandingRow.user_id)
+        .where(StandingRow.exercise_id == exercise.id)
     ).all()
-    best: dict[int, tuple[float | None, bool, datetime | None, bool]] = {}
-    for user_id, score, passed, created_at, late in rows:
-        if user_id not in best:
-            best[user_id] = (score, passed, created_at, late)
-    users = (
-        {u.id: u for u in session.scalars(select(User).where(User.id.in_(set(attempts))))}
-        if attempts
-        else {}
-    )
-    out = []
-    for user_id, n in attempts.items():
-        user = users[user_id]
-        score, passed, at, late = best.get(user_id, (None, False, None, False))
-        out.append(
-            Standing(
-                user_id,
-                user.username,
-                user.display_name,
-                user.student_id,
-                score,
-                bool(passed),
-                n,
-                at,
-                bool(late),
-            )
+    out = [
+        Standing(
+            user_id,
+            username,
+            display_name,
+            student_id,
+            best_score,
+            bool(passed),
+            attempts,
+            best_at,
+            bool(late),
+            last_submitted_at=last_at,
+            best_result_id=best_result_id,
         )
+        for (
+            user_id, username, display_name, student_id, best_score, passed, attempts, best_at,
+            late, last_at, best_result_id,
+        ) in rows
+    ]
     out.sort(key=lambda s: (s.best_score is None, -(s.best_score or 0.0), s.username))
     rank = 0
     previous: float | None = None
@@ -94,11 +196,12 @@ def standings(session: Session, *, exercise: Exercise) -> list[Standing]:
 
 
 def last_submitted(session: Session, *, exercise: Exercise) -> dict[int, datetime]:
-    """user_id -> time of that user's latest submission to the exercise (any status)."""
+    """user_id -> time of that user's latest submission to the exercise (any status), for the
+    students with a standing."""
     rows = session.execute(
-        select(Submission.user_id, func.max(Submission.created_at))
-        .where(Submission.exercise_id == exercise.id)
-        .group_by(Submission.user_id)
+        select(StandingRow.user_id, StandingRow.last_submitted_at).where(
+            StandingRow.exercise_id == exercise.id
+        )
     )
     return {user_id: at for user_id, at in rows}
 
@@ -129,8 +232,10 @@ def leaderboard(session: Session, *, exercise: Exercise, viewer: User) -> list[L
 def grades_csv(session: Session, *, exercise: Exercise) -> str:
     """One row per student on the roster (submitted or not)."""
     by_user = {s.user_id: s for s in standings(session, exercise=exercise)}
-    students = session.scalars(
-        select(User).where(User.role == Role.STUDENT.value).order_by(User.username)
+    students = session.execute(
+        select(User.id, User.username, User.student_id, User.display_name)
+        .where(User.role == Role.STUDENT.value)
+        .order_by(User.username)
     )
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -146,13 +251,13 @@ def grades_csv(session: Session, *, exercise: Exercise) -> str:
             "late",
         ]
     )
-    for user in students:
-        s = by_user.get(user.id)
+    for user_id, username, student_id, display_name in students:
+        s = by_user.get(user_id)
         writer.writerow(
             [
-                user.username,
-                user.student_id or "",
-                user.display_name,
+                username,
+                student_id or "",
+                display_name,
                 "" if s is None or s.best_score is None else repr(s.best_score),
                 "true" if s is not None and s.passed else "false",
                 "" if s is None or s.best_submitted_at is None else s.best_submitted_at.isoformat(),

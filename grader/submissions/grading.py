@@ -29,8 +29,16 @@ from grader.exercises.service import max_time_limit_s
 from grader.grading.failures import STUDENT_MESSAGES, FailureKind
 from grader.grading.kinds import DEFAULT_KIND, get_kind
 from grader.grading.kinds.base import json_parts
+from grader.leaderboard.service import recompute_standings
 from grader.submissions import events, plans
-from grader.submissions.models import TERMINAL, Preflight, Result, Status, Submission
+from grader.submissions.models import (
+    TERMINAL,
+    Preflight,
+    Result,
+    ResultPreview,
+    Status,
+    Submission,
+)
 from grader.submissions.preview import preview_samples
 from grader.submissions.upload import model_storage_path
 
@@ -80,6 +88,8 @@ class Claim:
     threshold: float
     max_model_bytes: int
     time_limit_s: float | None
+    user_id: int
+    exercise_id: int
     kind: str = DEFAULT_KIND
 
 
@@ -114,6 +124,8 @@ def claim(settings: Settings, submission_id: int, *, me: str) -> Claim | None:
             if exercise.time_limit_s is None
             else min(exercise.time_limit_s, max_time_limit_s(settings)),
             kind=exercise.kind,
+            user_id=sub.user_id,
+            exercise_id=sub.exercise_id,
         )
 
 
@@ -136,7 +148,7 @@ def _take(settings: Settings, submission_id: int, *, me: str) -> bool:
             Submission.attempts == sub.attempts,
         )
         if sub.attempts >= settings.max_attempts:
-            _give_up(session, guard)
+            _give_up(session, guard, sub)
             logger.error("submission %s: %s attempts lost, giving up", sub.id, sub.attempts)
             return False
         claimed = session.execute(
@@ -160,9 +172,11 @@ def _take(settings: Settings, submission_id: int, *, me: str) -> bool:
         return bool(claimed.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def _give_up(session: Session, guard: tuple[ColumnElement[bool], ...]) -> bool:
+def _give_up(
+    session: Session, guard: tuple[ColumnElement[bool], ...], sub: Submission
+) -> bool:
     """End the submission as our failure (ERROR / INFRA_ERROR): it does not count against
-    the student's daily limit."""
+    the student's daily limit, nor as an attempt on the leaderboard."""
     moved = session.execute(
         update(Submission)
         .where(*guard)
@@ -174,7 +188,10 @@ def _give_up(session: Session, guard: tuple[ColumnElement[bool], ...]) -> bool:
             claimed_by=None,
         )
     )
-    return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    recompute_standings(session, sub.exercise_id, sub.user_id)
+    return True
 
 
 def release_claim(settings: Settings, submission_id: int, *, me: str) -> str:
@@ -195,7 +212,7 @@ def release_claim(settings: Settings, submission_id: int, *, me: str) -> str:
             Submission.attempts == sub.attempts,
         )
         if sub.attempts >= settings.max_attempts:
-            return "gave up" if _give_up(session, guard) else "not ours"
+            return "gave up" if _give_up(session, guard, sub) else "not ours"
         moved = session.execute(
             update(Submission)
             .where(*guard)
@@ -297,35 +314,38 @@ def _finish(
                 # Another attempt took over (ours was presumed lost); it records the result.
                 session.rollback()
                 return "superseded"
-            session.add(
-                Result(
-                    submission_id=job.submission_id,
-                    status=outcome.status,
-                    score=outcome.score,
-                    passed=outcome.passed,
-                    threshold=outcome.threshold,
-                    n_images=outcome.n_images,
-                    parts=json_parts(outcome.parts or []),
-                    details=dict(outcome.details or {}) or None,
-                    timings=dict(outcome.timings or {}),
-                    seconds=outcome.seconds,
-                    model_sha256=job.model_sha256,
-                    testset_sha256=job.testset_sha256,
-                    testset_version=job.testset_version,
-                    evaluator_version=grader.EVALUATOR_VERSION,
-                    torch_version=plans.torch_version(),
-                    device=settings.device,
-                    preview_keypoints=preview,
-                    plan=(
-                        {**outcome.plan.to_dict(), "trials": outcome.trials}
-                        if outcome.plan else None
-                    ),
-                )
+            result = Result(
+                submission_id=job.submission_id,
+                status=outcome.status,
+                score=outcome.score,
+                passed=outcome.passed,
+                threshold=outcome.threshold,
+                n_images=outcome.n_images,
+                parts=json_parts(outcome.parts or []),
+                details=dict(outcome.details or {}) or None,
+                timings=dict(outcome.timings or {}),
+                seconds=outcome.seconds,
+                model_sha256=job.model_sha256,
+                testset_sha256=job.testset_sha256,
+                testset_version=job.testset_version,
+                evaluator_version=grader.EVALUATOR_VERSION,
+                torch_version=plans.torch_version(),
+                device=settings.device,
+                plan=(
+                    {**outcome.plan.to_dict(), "trials": outcome.trials}
+                    if outcome.plan else None
+                ),
             )
+            session.add(result)
             if outcome.plan is not None:
                 plans.remember_plan(
                     session, settings, model_sha256=job.model_sha256, plan=outcome.plan
                 )
+            session.flush()
+            if preview is not None:
+                session.add(ResultPreview(result_id=result.id, data=preview))
+            # The student's best and attempts move with the result, in its transaction.
+            recompute_standings(session, job.exercise_id, job.user_id)
             session.flush()
     except IntegrityError:
         logger.info("submission %s already has a result", job.submission_id)

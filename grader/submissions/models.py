@@ -47,6 +47,10 @@ class Submission(Base):
     __table_args__ = (
         Index("ix_submissions_user_exercise_created", "user_id", "exercise_id", "created_at"),
         Index("ix_submissions_status", "status"),
+        # Everyone's submissions newest first (instructors), whole or per exercise: read from
+        # the index in order instead of sorting the whole history.
+        Index("ix_submissions_created_at_id", "created_at", "id"),
+        Index("ix_submissions_exercise_created", "exercise_id", "created_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -105,14 +109,25 @@ class Result(Base):
     torch_version: Mapped[str | None] = mapped_column(String(64), default=None)
     # Where the model ran: GPU and CPU scores can differ in the last digits.
     device: Mapped[str | None] = mapped_column(String(32), default=None)
-    # What the page draws from the model's predictions on public sample images, computed in
-    # the sandbox by the worker (`Kind.preview`: keypoints in pixels, the picked class).
-    preview_keypoints: Mapped[list[list[list[float]]] | None] = mapped_column(JSON, default=None)
     # How the sandbox ran the model: {"variant", "batch_size", "threads"} (grading/plans.py).
     plan: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     submission: Mapped[Submission] = relationship(back_populates="result")
+
+
+class ResultPreview(Base):
+    """The web picture of a result: what the model predicted on the public sample images
+    (`Kind.preview`; keypoints: [face][keypoint] -> [x, y] in pixels), computed in the sandbox
+    by the worker. Its own table, read only by the submission page: ~0.8 KB of JSON per result
+    kept out of the rows that the leaderboard and the listings scan."""
+
+    __tablename__ = "result_previews"
+
+    result_id: Mapped[int] = mapped_column(
+        ForeignKey("results.id", ondelete="CASCADE"), primary_key=True
+    )
+    data: Mapped[list[Any]] = mapped_column(JSON)
 
 
 class ExecutionPlan(Base):

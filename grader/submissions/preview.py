@@ -10,10 +10,14 @@ empty and never changes the grade.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from grader.grading.kinds import get_kind
+from grader.submissions.models import Result, ResultPreview
 
 PREVIEW_IMAGES = 6
 
@@ -25,3 +29,10 @@ def preview_samples(kind_name: str) -> np.ndarray:
     samples = get_kind(kind_name).sample_images(PREVIEW_IMAGES)
     samples.setflags(write=False)
     return samples
+
+
+def stored_preview(session: Session, *, result: Result | None) -> list[Any] | None:
+    """The preview stored with a result (its own table), or None when there is none."""
+    if result is None:
+        return None
+    return session.scalar(select(ResultPreview.data).where(ResultPreview.result_id == result.id))

@@ -18,7 +18,15 @@ from grader.db import MAX_ROW_ID, after_commit, is_row_id, utcnow
 from grader.errors import Conflict, Forbidden, NotFound, RateLimited
 from grader.exercises.models import Exercise, LatePolicy
 from grader.grading.failures import FailureKind
-from grader.submissions.models import TERMINAL, Preflight, Result, Status, Submission
+from grader.leaderboard.service import recompute_standings
+from grader.submissions.models import (
+    TERMINAL,
+    Preflight,
+    Result,
+    ResultPreview,
+    Status,
+    Submission,
+)
 from grader.submissions.upload import ReceivedFile
 
 
@@ -175,6 +183,7 @@ def create_submission(
     )
     session.add(submission)
     session.flush()
+    recompute_standings(session, exercise.id, user.id)
     schedule_publish(
         session, submission_id=submission.id, queue=exercise.queue, publish=publish,
         preflight=preflight,
@@ -328,6 +337,8 @@ def rescore_submissions(
     if not ids:
         return []
     now = utcnow()
+    results = select(Result.id).where(Result.submission_id.in_(ids))
+    session.execute(delete(ResultPreview).where(ResultPreview.result_id.in_(results)))
     session.execute(delete(Result).where(Result.submission_id.in_(ids)))
     session.execute(
         update(Submission)
@@ -344,6 +355,13 @@ def rescore_submissions(
         )
         .execution_options(synchronize_session=False)
     )
+    # The rescored results are gone until regraded: the standings fall back to what is left.
+    if submission_id is None:
+        recompute_standings(session, exercise.id)
+    else:
+        owner = session.scalar(select(Submission.user_id).where(Submission.id == submission_id))
+        assert owner is not None
+        recompute_standings(session, exercise.id, owner)
     session.expire_all()
     for sid in ids:
         schedule_publish(session, submission_id=sid, queue=exercise.queue, publish=publish)

@@ -23,12 +23,13 @@ from grader.errors import Invalid
 from grader.exercises import service as exercises
 from grader.exercises.models import LatePolicy, LeaderboardVisibility
 from grader.grading.kinds import DEFAULT_KIND, KINDS, default_threshold, get_kind
-from grader.leaderboard.service import grades_csv, last_submitted, standings
+from grader.leaderboard.service import grades_csv, standings
 from grader.ops import service as ops
 from grader.submissions import service as submissions
 from grader.submissions.schemas import SubmissionOut
 from grader.web.charts import score_histogram
 from grader.web.core import CsrfForm, PageInstructor, WebRoute, render
+from grader.web.standings_table import standings_rows
 
 router = APIRouter(prefix="/instructor", route_class=WebRoute, include_in_schema=False)
 
@@ -170,7 +171,6 @@ def exercise_dashboard(
 ) -> Response:
     exercise = exercises.get_exercise(session, slug=slug)
     rows = standings(session, exercise=exercise)
-    last = last_submitted(session, exercise=exercise)
     scores = [r.best_score for r in rows if r.best_score is not None]
     return render(
         request,
@@ -179,7 +179,7 @@ def exercise_dashboard(
             "exercise": exercise,
             "kind": get_kind(exercise.kind),
             "rows": rows,
-            "last": last,
+            "standings_rows": standings_rows(rows, slug=exercise.slug),
             "histogram": score_histogram(scores, threshold=exercise.threshold),
             "n_passed": sum(1 for r in rows if r.passed),
             "notice": NOTICES.get(notice or ""),

@@ -5,21 +5,23 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request
+from sqlalchemy.orm import Session
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from grader.auth import service as auth_service
+from grader.config import Settings
 from grader.deps import PublishDep, SessionDep, SettingsDep, client_address
 from grader.errors import DomainError, Invalid, NotAuthenticated, NotFound, RateLimited
 from grader.exercises.router import exercise_out
 from grader.exercises.service import get_exercise, list_exercises
 from grader.grading.kinds import DEFAULT_KIND, KINDS, get_kind
 from grader.leaderboard.service import leaderboard
-from grader.ops.queueinfo import QueueInfo, queue_info
+from grader.ops.queueinfo import queue_info
 from grader.submissions import events
 from grader.submissions import service as submissions
 from grader.submissions.intake import take_upload
 from grader.submissions.models import TERMINAL, Submission
-from grader.submissions.preview import PREVIEW_IMAGES, preview_samples
+from grader.submissions.preview import PREVIEW_IMAGES, preview_samples, stored_preview
 from grader.submissions.router import event_stream_response, submission_json
 from grader.submissions.schemas import SubmissionOut
 from grader.web import session as web_session
@@ -34,6 +36,7 @@ from grader.web.core import (
     render,
 )
 from grader.web.png import encode_png
+from grader.web.standings_table import leaderboard_rows
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
@@ -215,12 +218,12 @@ def history_page(
     )
 
 
-def _submission_context(row: Submission, queue: QueueInfo | None) -> dict:
+def _submission_context(session: Session, row: Submission, settings: Settings) -> dict:
     """What the result panel draws, in the terms of the exercise's kind."""
-    sub = SubmissionOut.from_row(row, queue=queue)
+    sub = SubmissionOut.from_row(row, queue=queue_info(session, submission=row, settings=settings))
     kind = get_kind(row.exercise.kind)
     result = row.result
-    preview = result.preview_keypoints if result else None
+    preview = stored_preview(session, result=result)
     details = (result.details or {}) if result else {}
     return {
         "sub": sub,
@@ -238,8 +241,7 @@ def submission_page(
     settings: SettingsDep,
 ) -> Response:
     row = submissions.get_submission(session, user=user, submission_id=submission_id)
-    queue = queue_info(session, submission=row, settings=settings)
-    return render(request, "submission.html", _submission_context(row, queue))
+    return render(request, "submission.html", _submission_context(session, row, settings))
 
 
 @router.get("/submissions/{submission_id}/result")
@@ -249,8 +251,7 @@ def submission_fragment(
 ) -> Response:
     """The result panel alone, swapped into the open page when grading ends."""
     row = submissions.get_submission(session, user=user, submission_id=submission_id)
-    queue = queue_info(session, submission=row, settings=settings)
-    return render(request, "_result.html", _submission_context(row, queue))
+    return render(request, "_result.html", _submission_context(session, row, settings))
 
 
 @router.get("/submissions/{submission_id}/status")
@@ -293,4 +294,5 @@ def leaderboard_page(request: Request, slug: str, user: PageUser, session: Sessi
     exercise = get_exercise(session, slug=slug, include_unpublished=user.is_instructor)
     rows = leaderboard(session, exercise=exercise, viewer=user)
     return render(request, "leaderboard.html", {"exercise": exercise_out(
-        session, exercise=exercise, user=user), "rows": rows})  # fmt: skip
+        session, exercise=exercise, user=user), "rows": rows,
+        "leaderboard_rows": leaderboard_rows(rows)})  # fmt: skip
