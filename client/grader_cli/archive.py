@@ -52,6 +52,8 @@ def _check_entries(path: Path, names: list[str]) -> None:
             f"{path} looks like a torch.save() checkpoint, not TorchScript; {EXPORT_HINT}",
             ExitCode.USAGE,
         )
+    if ".data/version" in entries:  # where torch 2.x's writer sometimes puts it
+        entries.add("version")
     missing = [entry for entry in REQUIRED_ENTRIES if entry not in entries]
     if missing or not has_code:
         what = ", ".join(f"{prefix}/{m}" for m in missing) or f"{prefix}/code/"

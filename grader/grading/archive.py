@@ -149,7 +149,11 @@ def _check_torchscript_layout(infos: list[zipfile.ZipInfo], prefixes: set[str]) 
         raise _load_error("a TorchScript archive has exactly one top-level folder")
     (prefix,) = prefixes
     names = {info.filename for info in infos}
-    missing = [f"{prefix}/{n}" for n in ("data.pkl", "version") if f"{prefix}/{n}" not in names]
+    missing = [f"{prefix}/data.pkl"] if f"{prefix}/data.pkl" not in names else []
+    # torch's writer puts the format version at `version` or (2.x, some exports) at
+    # `.data/version`; its reader takes either.
+    if not names & {f"{prefix}/version", f"{prefix}/.data/version"}:
+        missing.append(f"{prefix}/version")
     if missing:
         raise _load_error(f"missing {', '.join(missing)}: not a TorchScript archive")
     has_code = any(n.startswith(f"{prefix}/code/") for n in names)

@@ -96,3 +96,24 @@ def test_importable_without_torch(tmp_path: Path) -> None:
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_the_version_record_may_sit_under_dot_data(tmp_path: Path) -> None:
+    """torch 2.x's writer puts the format version at `.data/version` in some exports (seen on
+    a zoo model); torch loads such a file, so the checks on both sides must take it."""
+    original = save_scripted(Honest(), tmp_path / "honest.pt")
+    moved = tmp_path / "dot_data.pt"
+    with zipfile.ZipFile(original) as src, zipfile.ZipFile(moved, "w") as dst:
+        for info in src.infolist():
+            name = info.filename
+            if name.endswith("/version"):
+                name = name[: -len("version")] + ".data/version"
+            dst.writestr(name, src.read(info), compress_type=zipfile.ZIP_STORED)
+    assert not any(n.endswith("/version") and "/.data/" not in n
+                   for n in zipfile.ZipFile(moved).namelist())
+    torch.jit.load(str(moved))  # torch itself takes it
+
+    check_model_archive(moved, max_bytes=10**8)
+    from grader_cli.archive import check_model_file
+
+    assert check_model_file(moved) == moved.stat().st_size
