@@ -288,3 +288,43 @@ def test_the_pre_flight_verdict_appears_while_the_grading_waits(
     assert any(url.endswith("/events") for url in asked), asked
     assert not any(url.endswith("/status") for url in asked), asked
     page.context.close()
+
+
+def test_a_classification_exercise_made_in_the_form_grades_in_the_browser(
+    graded: dict[str, Any], chromium: Any, live_server: LiveServer
+) -> None:
+    """The second kind end to end in Chromium: the instructor picks it in the new-exercise
+    form (with its demo test set), a student uploads the reference classifier and the page
+    draws accuracy per class, the confusion matrix and the class picked for sample images."""
+    classifier = REPO / "examples" / "image_classification" / "reference_model.pt"
+    slug = "shapes-browser"
+    teacher = log_in(chromium, live_server, live_server.admin_username,
+                     live_server.admin_password)
+    teacher.goto("/instructor/exercises")
+    teacher.locator("summary").filter(has_text="New exercise").click()
+    teacher.fill("#f-slug", slug)
+    teacher.fill("#f-title", "Shapes")
+    teacher.select_option("#f-kind", "classification")
+    teacher.get_by_role("button", name="Create exercise").click()
+    teacher.wait_for_url(re.compile(rf"/instructor/exercises/{slug}"))
+    assert ".npz" in teacher.inner_text("main")
+    teacher.context.close()
+
+    page = log_in(chromium, live_server, graded["username"], graded["password"])
+    page.goto(f"/exercises/{slug}")
+    assert "(N, 3, 32, 32)" in page.inner_text("main")
+    page.set_input_files("#model-file", str(classifier))
+    page.get_by_role("button", name="Upload and grade").click()
+    page.wait_for_url(re.compile(r"/submissions/\d+$"))
+    page.wait_for_selector('#status[data-status="PASSED"]', timeout=GRADING_TIMEOUT_MS,
+                           state="attached")
+    page.wait_for_selector("#confusion")
+    shot(page, "12-classification-passed")
+    assert page.locator("svg.bars rect.bar").count() == 10
+    assert page.locator("#confusion .cm-count").count() == 100
+    assert page.locator("#samples figure").count() == 6
+    assert page.evaluate(
+        "fetch('/samples/classification/0.png').then(r => r.ok && r.headers.get('content-type'))"
+    ) == "image/png"
+    page.context.close()
+    assert CSP_VIOLATIONS == []

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from grader.grading.kinds.keypoints import KEYPOINT_COLUMNS
+from grader.grading.kinds.keypoints import IMAGE_SIZE, KEYPOINT_COLUMNS
 
-IMAGE_SIZE = 96
 # Distinct default seeds per split: train, val and test never share a face.
 SPLIT_SEEDS: dict[str, int] = {"train": 20_240_101, "val": 20_240_202, "test": 20_240_303}
 _CHUNK = 200
@@ -182,7 +181,8 @@ def _draw_chunk(rng: np.random.Generator, n: int) -> tuple[Array, Array]:
 
 
 def generate_faces(*, split: str, count: int, seed: int | None = None) -> tuple[Array, Array]:
-    """`count` faces: uint8 images (N, 96, 96) and keypoints in pixels, float64 (N, 15, 2)."""
+    """`count` faces: uint8 images (N, IMAGE_SIZE, IMAGE_SIZE) and keypoints in pixels,
+    float64 (N, 15, 2)."""
     if count < 0:
         raise ValueError("count must be >= 0")
     rng = np.random.default_rng(_split_seed(split) if seed is None else seed)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from grader.grading.kinds.keypoints import KEYPOINT_COLUMNS, PIXELS_PER_UNIT
+from grader.grading.kinds.keypoints import IMAGE_SIZE, KEYPOINT_COLUMNS, PIXELS_PER_UNIT
 from grader.grading.testdata.testsets import TestSetError
 
 IMAGE_COLUMN = "Image"
-N_PIXELS = 96 * 96
+N_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 # Keypoints are pixels of a 96 x 96 image. A label may lie a little outside the image (a face
 # cut by the frame), but not beyond one image size from it: anything further is a unit or
 # column mistake, and values like 1e200 would overflow the squared error into inf/NaN.
@@ -82,7 +82,7 @@ def parse_course_csv(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
                 if len(pixels) != N_PIXELS:
                     raise TestSetError(
                         f"{name}: {where}: column {IMAGE_COLUMN}: has {len(pixels)} pixel "
-                        f"values, expected {N_PIXELS} (96 x 96)"
+                        f"values, expected {N_PIXELS} ({IMAGE_SIZE} x {IMAGE_SIZE})"
                     )
                 if not complete:
                     continue
@@ -97,7 +97,7 @@ def parse_course_csv(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
             f"{name}: no usable rows (every data row is missing at least one keypoint, "
             "or the file has no data rows)"
         )
-    image_array = np.stack(images).reshape(-1, 96, 96)
+    image_array = np.stack(images).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
     kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, 15, 2)
     return image_array, ((kp - PIXELS_PER_UNIT) / PIXELS_PER_UNIT).astype(np.float32)
 
