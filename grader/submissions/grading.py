@@ -28,6 +28,7 @@ from grader.exercises.models import Exercise
 from grader.exercises.service import max_time_limit_s
 from grader.grading.failures import STUDENT_MESSAGES, FailureKind
 from grader.grading.kinds import DEFAULT_KIND, get_kind
+from grader.integrity import service as integrity
 from grader.submissions import plans
 from grader.submissions.models import TERMINAL, Preflight, Result, Status, Submission
 from grader.submissions.preview import preview_samples
@@ -316,6 +317,11 @@ def _finish(
                         if outcome.plan else None
                     ),
                 )
+            )
+            integrity.record_fingerprint(
+                session, settings=settings, submission_id=job.submission_id,
+                testset_path=job.testset_path, testset_version=job.testset_version,
+                kind=job.kind, predictions=outcome.predictions,
             )
             if outcome.plan is not None:
                 plans.remember_plan(

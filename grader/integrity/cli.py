@@ -1,0 +1,56 @@
+"""`grader integrity …`: the instructor's exports of similar submissions and of what a new
+test-set version changed, and public baselines. Run on the server (it reads the database)."""
+
+from __future__ import annotations
+
+import click
+
+from grader.config import get_settings
+from grader.db import session_scope
+from grader.errors import DomainError
+from grader.exercises.service import get_exercise
+from grader.integrity import changes, service
+
+
+@click.group("integrity")
+def integrity() -> None:
+    """Similar submissions, public baselines, test-set changes (instructors)."""
+
+
+@integrity.command("similar")
+@click.argument("slug")
+def similar(slug: str) -> None:
+    """Print SLUG's flagged pairs as CSV, most alike first."""
+    try:
+        with session_scope(get_settings().sqlalchemy_url, write=False) as session:
+            click.echo(service.similar_csv(session, exercise=get_exercise(session, slug=slug)),
+                       nl=False)
+    except DomainError as exc:
+        raise click.ClickException(exc.detail) from None
+
+
+@integrity.command("changes")
+@click.argument("slug")
+def testset_changes(slug: str) -> None:
+    """Print, as CSV, what SLUG's rescore against a new test set changed."""
+    try:
+        with session_scope(get_settings().sqlalchemy_url, write=False) as session:
+            click.echo(changes.changes_csv(session, exercise=get_exercise(session, slug=slug)),
+                       nl=False)
+    except DomainError as exc:
+        raise click.ClickException(exc.detail) from None
+
+
+@integrity.command("baseline")
+@click.argument("submission_id", type=int)
+@click.option("--unmark", is_flag=True, help="No longer a public baseline.")
+def baseline(submission_id: int, unmark: bool) -> None:
+    """Mark SUBMISSION_ID as a public baseline (a starter model): never flagged."""
+    try:
+        with session_scope(get_settings().sqlalchemy_url) as session:
+            # Marked from the server's console: no account to record.
+            service.mark_baseline(session, submission_id=submission_id, by=None,
+                                  baseline=not unmark)
+    except DomainError as exc:
+        raise click.ClickException(exc.detail) from None
+    click.echo(f"submission {submission_id}: {'not ' if unmark else ''}a public baseline")
