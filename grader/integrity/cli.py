@@ -9,7 +9,7 @@ from grader.config import get_settings
 from grader.db import session_scope
 from grader.errors import DomainError
 from grader.exercises.service import get_exercise
-from grader.integrity import changes, service
+from grader.integrity import changes, service, split
 
 
 @click.group("integrity")
@@ -54,3 +54,44 @@ def baseline(submission_id: int, unmark: bool) -> None:
     except DomainError as exc:
         raise click.ClickException(exc.detail) from None
     click.echo(f"submission {submission_id}: {'not ' if unmark else ''}a public baseline")
+
+
+@integrity.command("split")
+@click.argument("slug")
+@click.option("--private-fraction", type=float, required=True,
+              help="Share of the hidden test set kept private (0 turns the split off).")
+@click.option("--pass-rule", type=click.Choice(["full", "public", "private"]), default="full",
+              show_default=True, help="Which score decides the grade.")
+def set_split(slug: str, private_fraction: float, pass_rule: str) -> None:
+    """Split SLUG's hidden test set into a public and a private part."""
+    try:
+        with session_scope(get_settings().sqlalchemy_url) as session:
+            split.set_split(session, exercise=get_exercise(session, slug=slug),
+                            private_fraction=private_fraction, pass_rule=pass_rule)
+    except DomainError as exc:
+        raise click.ClickException(exc.detail) from None
+    click.echo(f"{slug}: {private_fraction:g} private, pass rule {pass_rule}")
+
+
+@integrity.command("reveal")
+@click.argument("slug")
+def reveal(slug: str) -> None:
+    """Show students SLUG's private scores now, before the deadline."""
+    try:
+        with session_scope(get_settings().sqlalchemy_url) as session:
+            split.reveal(session, exercise=get_exercise(session, slug=slug))
+    except DomainError as exc:
+        raise click.ClickException(exc.detail) from None
+    click.echo(f"{slug}: private scores revealed")
+
+
+@integrity.command("parts")
+@click.argument("slug")
+def parts(slug: str) -> None:
+    """Print every result's full, public and private scores as CSV (instructors)."""
+    try:
+        with session_scope(get_settings().sqlalchemy_url, write=False) as session:
+            click.echo(split.parts_csv(session, exercise=get_exercise(session, slug=slug)),
+                       nl=False)
+    except DomainError as exc:
+        raise click.ClickException(exc.detail) from None

@@ -100,3 +100,41 @@ class ResultHistory(Base):
     device: Mapped[str | None] = mapped_column(String(32), default=None)
     graded_at: Mapped[datetime] = mapped_column(UTCDateTime())
     replaced_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Split(Base):
+    """An exercise's public/private split of its hidden test set (Kaggle's model): which
+    fraction is private, which part decides the grade, and whether the private part has been
+    revealed before the deadline. No row: no split, the single full score as always."""
+
+    __tablename__ = "integrity_splits"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    exercise_id: Mapped[int] = mapped_column(
+        ForeignKey("exercises.id", ondelete="CASCADE"), unique=True
+    )
+    private_fraction: Mapped[float] = mapped_column(Float, default=0.0)
+    # "full", "public" or "private": which score the pass rule reads.
+    pass_rule: Mapped[str] = mapped_column(String(16), default="full")
+    revealed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ResultParts(Base):
+    """The public and private scores of one graded submission, from the same predictions as
+    its full score (no second model run)."""
+
+    __tablename__ = "integrity_result_parts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    submission_id: Mapped[int] = mapped_column(
+        ForeignKey("submissions.id", ondelete="CASCADE"), unique=True
+    )
+    testset_version: Mapped[int] = mapped_column(Integer)
+    private_fraction: Mapped[float] = mapped_column(Float)
+    public_score: Mapped[float | None] = mapped_column(Float, default=None)
+    public_passed: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    public_n: Mapped[int] = mapped_column(Integer)
+    private_score: Mapped[float | None] = mapped_column(Float, default=None)
+    private_passed: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    private_n: Mapped[int] = mapped_column(Integer)

@@ -77,3 +77,40 @@ class ChangesOut(BaseModel):
     submissions: list[SubmissionChangeOut]
     students: list[StudentChangeOut]
     stale: list[StaleResultOut]
+
+
+class SplitIn(BaseModel):
+    # 0 turns the split off; below 1.
+    private_fraction: float
+    pass_rule: str = "full"
+
+
+class SplitOut(BaseModel):
+    exercise: str
+    private_fraction: float
+    pass_rule: str
+    revealed_at: datetime | None
+    # Whether students see private (and full) scores now: revealed, or past the deadline.
+    private_visible_to_students: bool
+
+
+class PartsOut(BaseModel):
+    submission_id: int
+    username: str
+    score: float | None
+    public_score: float | None
+    public_n: int
+    private_score: float | None
+    private_n: int
+    passed: bool
+
+
+class ScoreViewOut(BaseModel):
+    submission_id: int
+    # The full score, or the public one while the private part is hidden from this viewer.
+    score: float | None
+    # None: decided by the private part, shown at the reveal.
+    passed: bool | None
+    public_score: float | None
+    private_score: float | None
+    private_hidden: bool

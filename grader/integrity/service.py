@@ -42,19 +42,23 @@ _BLOCK = 1024
 # --- recording ---------------------------------------------------------------------------
 
 
-def record_fingerprint(
+def record_grading(
     session: Session,
     *,
     settings: Settings,
     submission_id: int,
     testset_path: Path,
+    testset_sha256: str | None,
     testset_version: int,
     kind: str,
+    threshold: float,
     predictions: np.ndarray | None,
 ) -> list[SimilarPair]:
-    """Store the fingerprint of a just-graded submission (none when it produced no
-    predictions) and flag it against the others; returns the new pairs. Runs inside the
-    transaction that records the result, on the trusted side, from predictions already made."""
+    """What the trusted side keeps of a just-graded submission's predictions, inside the
+    transaction that records its result, from predictions already made (no model run): its
+    fingerprint, flagged against the others (returned: the new pairs), and its public and
+    private scores when the exercise has a split. No predictions: only the file hash is
+    compared."""
     sub = session.get(Submission, submission_id)
     if sub is None:
         return []
@@ -62,25 +66,51 @@ def record_fingerprint(
     _drop_pairs_of(session, [sub.id])
     if predictions is not None:
         try:
-            from grader.grading.kinds import get_kind
-            from grader.grading.testdata.testsets import load_test_set
-
-            test_set = load_test_set(
-                testset_path, kind=get_kind(kind), cache_dir=settings.cache_dir
-            )
-            blob, norm = fp.sketch(predictions, test_set.labels)
-        except Exception:
-            # The grade stands without a fingerprint; the file hash is still compared.
-            log.exception("submission %s: no fingerprint", sub.id)
-        else:
-            session.add(
-                Fingerprint(
-                    submission_id=sub.id, exercise_id=sub.exercise_id, user_id=sub.user_id,
-                    testset_version=testset_version, sketch=blob, norm=norm,
+            with session.begin_nested():
+                _keep_predictions(
+                    session, settings=settings, sub=sub, testset_path=testset_path,
+                    testset_sha256=testset_sha256, testset_version=testset_version, kind=kind,
+                    threshold=threshold, predictions=predictions,
                 )
-            )
+        except Exception:
+            # The grade stands without them; the file hash is still compared.
+            log.exception("submission %s: no fingerprint or split scores", sub.id)
     session.flush()
     return _flag_one(session, sub)
+
+
+def _keep_predictions(
+    session: Session,
+    *,
+    settings: Settings,
+    sub: Submission,
+    testset_path: Path,
+    testset_sha256: str | None,
+    testset_version: int,
+    kind: str,
+    threshold: float,
+    predictions: np.ndarray,
+) -> None:
+    from grader.grading.kinds import get_kind
+    from grader.grading.testdata.testsets import load_test_set
+    from grader.integrity import split
+
+    spec = get_kind(kind)
+    # The worker has just loaded it: this reads the cached arrays.
+    labels = load_test_set(testset_path, kind=spec, cache_dir=settings.cache_dir).labels
+    split.score_parts(
+        session, submission=sub, testset_sha256=testset_sha256,
+        testset_version=testset_version, kind=kind, predictions=predictions, labels=labels,
+        threshold=threshold,
+    )
+    blob, norm = fp.sketch(predictions, labels)
+    session.add(
+        Fingerprint(
+            submission_id=sub.id, exercise_id=sub.exercise_id, user_id=sub.user_id,
+            testset_version=testset_version, sketch=blob, norm=norm,
+        )
+    )
+    session.flush()
 
 
 # --- comparing -----------------------------------------------------------------------------

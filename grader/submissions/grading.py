@@ -318,10 +318,11 @@ def _finish(
                     ),
                 )
             )
-            integrity.record_fingerprint(
+            integrity.record_grading(
                 session, settings=settings, submission_id=job.submission_id,
-                testset_path=job.testset_path, testset_version=job.testset_version,
-                kind=job.kind, predictions=outcome.predictions,
+                testset_path=job.testset_path, testset_sha256=job.testset_sha256,
+                testset_version=job.testset_version, kind=job.kind, threshold=job.threshold,
+                predictions=outcome.predictions,
             )
             if outcome.plan is not None:
                 plans.remember_plan(

@@ -1,4 +1,5 @@
-"""integrity: prediction fingerprints, flagged pairs, public baselines, replaced results
+"""integrity: prediction fingerprints, flagged pairs, public baselines, replaced results,
+public/private split
 
 Revision ID: 0013
 Revises: 0009
@@ -80,9 +81,36 @@ def upgrade() -> None:
         sa.Column("replaced_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_result_history_submission", "result_history", ["submission_id"])
+    op.create_table(
+        "integrity_splits",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("exercise_id", sa.Integer(),
+                  sa.ForeignKey("exercises.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("private_fraction", sa.Float(), nullable=False),
+        sa.Column("pass_rule", sa.String(length=16), nullable=False),
+        sa.Column("revealed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.UniqueConstraint("exercise_id"),
+    )
+    op.create_table(
+        "integrity_result_parts",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        _submission(),
+        sa.Column("testset_version", sa.Integer(), nullable=False),
+        sa.Column("private_fraction", sa.Float(), nullable=False),
+        sa.Column("public_score", sa.Float(), nullable=True),
+        sa.Column("public_passed", sa.Boolean(), nullable=True),
+        sa.Column("public_n", sa.Integer(), nullable=False),
+        sa.Column("private_score", sa.Float(), nullable=True),
+        sa.Column("private_passed", sa.Boolean(), nullable=True),
+        sa.Column("private_n", sa.Integer(), nullable=False),
+        sa.UniqueConstraint("submission_id"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("integrity_result_parts")
+    op.drop_table("integrity_splits")
     op.drop_index("ix_result_history_submission", table_name="result_history")
     op.drop_table("result_history")
     op.drop_table("integrity_baselines")
