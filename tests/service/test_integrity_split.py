@@ -78,8 +78,10 @@ def test_one_run_scores_both_parts_and_students_see_the_public_one_until_the_rev
     for path in (f"/api/v1/submissions/{sid}/scores", f"/api/v1/submissions/{sid}",
                  f"/api/v1/submissions?exercise={slug}", f"/api/v1/exercises/{slug}"):
         assert repr(private) not in student.get(path).text, path
-    for path in (f"/api/v1/exercises/{slug}/parts", f"/api/v1/exercises/{slug}/split"):
+    for path in (f"/api/v1/exercises/{slug}/parts", f"/api/v1/exercises/{slug}/parts.csv",
+                 f"/api/v1/exercises/{slug}/split"):
         assert student.get(path).status_code == 403
+    assert repr(private) in admin.get(f"/api/v1/exercises/{slug}/parts.csv").text
     assert student.post(f"/api/v1/exercises/{slug}/split/reveal").status_code == 403
     # Instructors see both parts at once.
     mine = admin.get(f"/api/v1/submissions/{sid}/scores").json()
