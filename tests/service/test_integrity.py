@@ -145,9 +145,16 @@ def test_a_public_baseline_is_never_flagged_nor_what_resembles_it(
     cy = make_student()
     _graded(settings, cy, slug, models["traced"])
     assert _pairs(admin, slug) == []
-    # Unmarked: everything is flagged again.
-    assert admin.delete(f"/api/v1/submissions/{baseline}/baseline").status_code == 200
+    # Unmarked on the "Similar submissions" page: everything is flagged again.
+    web = _web(admin)
+    page = web.get(f"/instructor/exercises/{slug}/similar").text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert csrf and f'href="/submissions/{baseline}"' in page
+    done = web.post(f"/instructor/exercises/{slug}/baseline",
+                    data={"csrf_token": csrf.group(1), "submission_id": baseline, "baseline": "0"})
+    assert done.status_code == 303, done.text
     assert len(_pairs(admin, slug)) == 6
+    assert admin.delete(f"/api/v1/submissions/{baseline}/baseline").status_code == 200
 
 
 def test_students_never_see_any_of_it(
