@@ -41,6 +41,19 @@ def testset_changes(slug: str) -> None:
         raise click.ClickException(exc.detail) from None
 
 
+@integrity.command("rescan")
+@click.argument("slug")
+def rescan(slug: str) -> None:
+    """Recompute all of SLUG's pairs from the stored fingerprints (two submissions graded at
+    the same instant by two workers can miss each other)."""
+    try:
+        with session_scope(get_settings().sqlalchemy_url) as session:
+            count = service.rescan(session, exercise=get_exercise(session, slug=slug))
+    except DomainError as exc:
+        raise click.ClickException(exc.detail) from None
+    click.echo(f"{slug}: {count} pair(s) flagged")
+
+
 @integrity.command("baseline")
 @click.argument("submission_id", type=int)
 @click.option("--unmark", is_flag=True, help="No longer a public baseline.")

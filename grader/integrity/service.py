@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, aliased
 
 from grader.auth.models import User
 from grader.config import Settings
+from grader.db import DuplicateRow, unique_insert
 from grader.errors import NotFound
 from grader.exercises.models import Exercise
 from grader.integrity import fingerprint as fp
@@ -244,9 +245,13 @@ def _add_pairs(
             identical_file=other in identical,
             testset_version=version if similarity is not None else None,
         )
-        session.add(pair)
+        try:
+            # Two workers finishing the two sides at once both find the pair: one keeps it.
+            with unique_insert(session):
+                session.add(pair)
+        except DuplicateRow:
+            continue
         pairs.append(pair)
-    session.flush()
     return pairs
 
 

@@ -258,10 +258,12 @@ def test_the_cli_exports_the_pairs(
     monkeypatch.setenv("GRADER_DATA_DIR", str(settings.data_dir))
     get_settings.cache_clear()
     try:
+        rescanned = CliRunner().invoke(main, ["integrity", "rescan", slug])
         out = CliRunner().invoke(main, ["integrity", "similar", slug])
         missing = CliRunner().invoke(main, ["integrity", "similar", "no-such-exercise"])
     finally:
         get_settings.cache_clear()
+    assert rescanned.exit_code == 0 and "1 pair(s) flagged" in rescanned.output
     assert out.exit_code == 0, out.output
     lines = out.output.strip().splitlines()
     assert lines[0].startswith("similarity,") and len(lines) == 2
