@@ -159,12 +159,14 @@ def evaluate(files: dict[str, Path], origin: dict[str, str], data_dir: Path) -> 
     sims = fp.similarity_matrix(fp.unpack(blobs), np.array(norms))
     names = list(files)
     independent: list[float] = []
+    alike: list[tuple[float, str, str]] = []
     by_kind: dict[str, list[float]] = {k: [] for k in COPY_KINDS}
     for a, b in itertools.combinations(range(len(names)), 2):
         x, y = names[a], names[b]
         root_x, root_y = origin.get(x, x), origin.get(y, y)
         if root_x != root_y:
             independent.append(float(sims[a, b]))
+            alike.append((round(float(sims[a, b]), 4), x, y))
         elif x == root_y or y == root_x:  # an original and its copy
             by_kind[(y if x == root_y else x).rsplit("-", 1)[1]].append(float(sims[a, b]))
     t = SIMILARITY_THRESHOLD
@@ -176,6 +178,7 @@ def evaluate(files: dict[str, Path], origin: dict[str, str], data_dir: Path) -> 
         "threshold": t,
         "scores": scores,
         "independent": _summary(independent),
+        "most_alike_independent": sorted(alike, reverse=True)[:3],
         "copies": {k: _summary(v) for k, v in by_kind.items()},
         "caught": caught,
         "false_positives": false_positive,

@@ -34,7 +34,7 @@ from grader.submissions.models import Result, Submission
 log = logging.getLogger(__name__)
 
 # Calibrated with benchmarks/bench_copies.py (docs/integrity.md): every copy but a fine-tuned
-# one scored above 0.99, the most alike independently trained pair below it by a wide margin.
+# one scored above 0.9999, the most alike of 546 independently trained pairs 0.83.
 SIMILARITY_THRESHOLD = 0.95
 # Rows of the all-pairs matrix computed at once in a rescan (memory: block × n × 8 bytes).
 _BLOCK = 1024
