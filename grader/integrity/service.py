@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, aliased
 
 from grader.auth.models import User
 from grader.config import Settings
-from grader.db import DuplicateRow, unique_insert
+from grader.db import DuplicateRow, is_row_id, unique_insert
 from grader.errors import NotFound
 from grader.exercises.models import Exercise
 from grader.integrity import fingerprint as fp
@@ -331,7 +331,7 @@ def rescan(session: Session, *, exercise: Exercise) -> int:
 
 
 def _submission(session: Session, submission_id: int) -> Submission:
-    sub = session.get(Submission, submission_id) if 0 < submission_id < 2**63 else None
+    sub = session.get(Submission, submission_id) if is_row_id(submission_id) else None
     if sub is None:
         raise NotFound(f"No submission {submission_id}.")
     return sub
