@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import delete, select
@@ -27,6 +28,9 @@ from grader.errors import Invalid
 from grader.exercises.models import Exercise
 from grader.integrity.models import ResultParts, Split
 from grader.submissions.models import Result, Submission
+
+if TYPE_CHECKING:
+    from grader.submissions.schemas import SubmissionOut
 
 
 class PassRule(StrEnum):
@@ -226,3 +230,24 @@ def parts_csv(session: Session, *, exercise: Exercise) -> str:
                          "" if r.private_score is None else r.private_score, r.private_n,
                          int(r.passed)])
     return out.getvalue()
+
+
+def hide_private(
+    session: Session, out: SubmissionOut, *, submission: Submission, viewer: User
+) -> SubmissionOut:
+    """A submission's JSON as `viewer` may see it: while the private part is hidden, the
+    public score stands in for the full one, and what was computed on the whole set (the
+    per-part breakdown, the verdict unless the public part decides it) is left out."""
+    if viewer.is_instructor:
+        return out
+    view = score_view(session, submission=submission, viewer=viewer)
+    if view is None or not view.private_hidden:
+        return out
+    changes = {"score": view.score, "passed": view.passed}
+    out = out.model_copy(update=changes)
+    if out.result is not None:
+        out.result = out.result.model_copy(
+            update={**changes, "passed": bool(view.passed), "per_keypoint_rmse_px": None,
+                    "n_images": None}
+        )
+    return out

@@ -8,6 +8,7 @@ from grader.api_errors import api_errors
 from grader.deps import CurrentUser, InstructorUser, PublishDep, SessionDep, SettingsDep
 from grader.errors import error_responses
 from grader.exercises.service import visible_exercise
+from grader.integrity.split import hide_private
 from grader.submissions import service
 from grader.submissions.intake import take_upload
 from grader.submissions.schemas import (
@@ -64,9 +65,8 @@ async def submit(
     responses=api_errors(401, 404, 422),
 )
 def get_submission(submission_id: int, user: CurrentUser, session: SessionDep) -> SubmissionOut:
-    return SubmissionOut.from_row(
-        service.get_submission(session, user=user, submission_id=submission_id)
-    )
+    row = service.get_submission(session, user=user, submission_id=submission_id)
+    return hide_private(session, SubmissionOut.from_row(row), submission=row, viewer=user)
 
 
 @router.get("/submissions", response_model=SubmissionPage, responses=api_errors(401, 404, 422))
@@ -84,7 +84,8 @@ def list_submissions(
         session, user=user, exercise=ex, limit=limit, offset=offset, all_users=all_users
     )
     return SubmissionPage(
-        items=[SubmissionOut.from_row(s) for s in page.items],
+        items=[hide_private(session, SubmissionOut.from_row(s), submission=s, viewer=user)
+               for s in page.items],
         total=page.total,
         limit=limit,
         offset=offset,

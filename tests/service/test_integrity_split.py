@@ -78,6 +78,12 @@ def test_one_run_scores_both_parts_and_students_see_the_public_one_until_the_rev
     for path in (f"/api/v1/submissions/{sid}/scores", f"/api/v1/submissions/{sid}",
                  f"/api/v1/submissions?exercise={slug}", f"/api/v1/exercises/{slug}"):
         assert repr(private) not in student.get(path).text, path
+    own = student.get(f"/api/v1/submissions/{sid}").json()
+    assert own["score"] == own["result"]["score"] == public
+    assert own["passed"] is None and own["result"]["per_keypoint_rmse_px"] is None
+    [listed] = student.get(f"/api/v1/submissions?exercise={slug}").json()["items"]
+    assert listed["score"] == public
+    assert admin.get(f"/api/v1/submissions/{sid}").json()["score"] == full
     for path in (f"/api/v1/exercises/{slug}/parts", f"/api/v1/exercises/{slug}/parts.csv",
                  f"/api/v1/exercises/{slug}/split"):
         assert student.get(path).status_code == 403
@@ -92,6 +98,7 @@ def test_one_run_scores_both_parts_and_students_see_the_public_one_until_the_rev
     assert revealed["private_hidden"] is False
     assert revealed["private_score"] == private and revealed["score"] == full
     assert revealed["passed"] is False
+    assert student.get(f"/api/v1/submissions/{sid}").json()["score"] == full
 
 
 def test_a_split_is_checked(admin: Api, make_exercise: Any) -> None:
