@@ -198,10 +198,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     from grader.auth.router import router as auth_router
     from grader.exercises.router import router as exercises_router
+    from grader.integrity.router import router as integrity_router
     from grader.leaderboard.router import router as leaderboard_router
     from grader.submissions.router import router as submissions_router
 
-    for router in (auth_router, exercises_router, submissions_router, leaderboard_router):
+    for router in (auth_router, exercises_router, submissions_router, leaderboard_router,
+                   integrity_router):
         app.include_router(router, prefix=API_PREFIX)
 
     from grader.ops.router import router as ops_router

@@ -62,3 +62,6 @@ main.add_command(rescore)
 from grader.grading.cli.doctor import doctor_command  # noqa: E402
 
 main.add_command(doctor_command)
+from grader.integrity.cli import integrity  # noqa: E402
+
+main.add_command(integrity)

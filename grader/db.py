@@ -219,6 +219,7 @@ def import_all_models() -> None:
     """Register every domain's tables on Base.metadata (Alembic and create_all need them)."""
     import grader.auth.models  # noqa: F401
     import grader.exercises.models  # noqa: F401
+    import grader.integrity.models  # noqa: F401
     import grader.leaderboard.models  # noqa: F401
     import grader.submissions.models  # noqa: F401
 

@@ -49,6 +49,9 @@ class GradingOutcome:
     trials: list[dict[str, Any]] = field(default_factory=list)
     # Predictions on the public preview faces, when asked for and the model produced them.
     preview: np.ndarray | None = None
+    # The raw predictions on the hidden test set, for the copy check's fingerprint (trusted
+    # side; never shown to anyone); None after a failure.
+    predictions: np.ndarray | None = None
 
     def breakdown(self) -> dict[str, Any]:
         spec = get_kind(self.kind).breakdown
@@ -210,6 +213,7 @@ def grade_model_file(
         plan=run.plan,
         trials=run.trials,
         preview=run.preview,
+        predictions=run.predictions,
     )
 
 

@@ -29,6 +29,7 @@ from grader.exercises.service import max_time_limit_s
 from grader.grading.failures import STUDENT_MESSAGES, FailureKind
 from grader.grading.kinds import DEFAULT_KIND, get_kind
 from grader.grading.kinds.base import json_parts
+from grader.integrity import service as integrity
 from grader.leaderboard.service import recompute_standings
 from grader.submissions import events, plans
 from grader.submissions.models import (
@@ -337,6 +338,12 @@ def _finish(
                 ),
             )
             session.add(result)
+            integrity.record_grading(
+                session, settings=settings, submission_id=job.submission_id,
+                testset_path=job.testset_path, testset_sha256=job.testset_sha256,
+                testset_version=job.testset_version, kind=job.kind, threshold=job.threshold,
+                predictions=outcome.predictions,
+            )
             if outcome.plan is not None:
                 plans.remember_plan(
                     session, settings, model_sha256=job.model_sha256, plan=outcome.plan

@@ -11,9 +11,11 @@ from grader.config import Settings
 from grader.deps import CurrentUser, InstructorUser, PublishDep, SessionDep, SettingsDep
 from grader.errors import api_errors, error_responses
 from grader.exercises.service import visible_exercise
+from grader.integrity.split import hide_private
 from grader.ops.queueinfo import queue_info
 from grader.submissions import events, service
 from grader.submissions.intake import take_upload
+from grader.submissions.models import Submission
 from grader.submissions.schemas import (
     SubmissionCreated,
     SubmissionOut,
@@ -88,7 +90,7 @@ def get_submission(
         return Response(status_code=304, headers={"ETag": state.etag, **_REVALIDATE})
     response.headers.update({"ETag": state.etag, **_REVALIDATE})
     sub = service.get_submission(session, user=user, submission_id=submission_id)
-    return SubmissionOut.from_row(sub, queue=queue_info(session, submission=sub, settings=settings))
+    return submission_view(session, sub, viewer=user, settings=settings)
 
 
 @router.get(
@@ -122,10 +124,19 @@ def submission_json(
 
     def body(session: Session) -> str:
         row = service.get_submission(session, user=viewer, submission_id=submission_id)
-        queue = queue_info(session, submission=row, settings=settings)
-        return SubmissionOut.from_row(row, queue=queue).model_dump_json()
+        return submission_view(session, row, viewer=viewer, settings=settings).model_dump_json()
 
     return body
+
+
+def submission_view(
+    session: Session, row: Submission, *, viewer: service.Viewer, settings: Settings
+) -> SubmissionOut:
+    """A submission as `viewer` may see it (the private part of a split hidden from a student
+    until its reveal), with its place in the queue: the one view the GET, the event stream and
+    the pages show."""
+    out = SubmissionOut.from_row(row, queue=queue_info(session, submission=row, settings=settings))
+    return hide_private(session, out, submission=row, viewer=viewer)
 
 
 def event_stream_response(stream: AsyncIterator[str]) -> StreamingResponse:
@@ -149,7 +160,8 @@ def list_submissions(
         session, user=user, exercise=ex, limit=limit, offset=offset, all_users=all_users
     )
     return SubmissionPage(
-        items=[SubmissionOut.from_row(s) for s in page.items],
+        items=[hide_private(session, SubmissionOut.from_row(s), submission=s, viewer=user)
+               for s in page.items],
         total=page.total,
         limit=limit,
         offset=offset,

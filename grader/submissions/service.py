@@ -18,6 +18,7 @@ from grader.db import MAX_ROW_ID, after_commit, is_row_id, utcnow
 from grader.errors import Conflict, Forbidden, NotFound, RateLimited
 from grader.exercises.models import Exercise, LatePolicy
 from grader.grading.failures import FailureKind
+from grader.integrity.changes import keep_replaced_results
 from grader.leaderboard.service import recompute_standings
 from grader.submissions.models import (
     TERMINAL,
@@ -337,6 +338,8 @@ def rescore_submissions(
     if not ids:
         return []
     now = utcnow()
+    # Kept, not overwritten: the instructor sees what the new version changed.
+    keep_replaced_results(session, submission_ids=ids)
     results = select(Result.id).where(Result.submission_id.in_(ids))
     session.execute(delete(ResultPreview).where(ResultPreview.result_id.in_(results)))
     session.execute(delete(Result).where(Result.submission_id.in_(ids)))

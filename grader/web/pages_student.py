@@ -9,20 +9,21 @@ from sqlalchemy.orm import Session
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from grader.auth import service as auth_service
+from grader.auth.models import User
 from grader.config import Settings
 from grader.deps import PublishDep, SessionDep, SettingsDep, client_address
 from grader.errors import DomainError, Invalid, NotAuthenticated, NotFound, RateLimited
 from grader.exercises.router import exercise_out
 from grader.exercises.service import get_exercise, list_exercises
 from grader.grading.kinds import DEFAULT_KIND, KINDS, get_kind
+from grader.integrity.split import hide_private
 from grader.leaderboard.service import leaderboard
-from grader.ops.queueinfo import queue_info
 from grader.submissions import events
 from grader.submissions import service as submissions
 from grader.submissions.intake import take_upload
 from grader.submissions.models import TERMINAL, Submission
 from grader.submissions.preview import PREVIEW_IMAGES, preview_samples, stored_preview
-from grader.submissions.router import event_stream_response, submission_json
+from grader.submissions.router import event_stream_response, submission_json, submission_view
 from grader.submissions.schemas import SubmissionOut
 from grader.web import session as web_session
 from grader.web.charts import breakdown_bars, confusion_cells
@@ -171,7 +172,7 @@ def exercise_page(
             "exercise": exercise_out(session, exercise=exercise, user=user),
             "kind": get_kind(exercise.kind),
             "closed_reason": closed_reason,
-            "recent": [SubmissionOut.from_row(s) for s in recent.items],
+            "recent": [_listed(session, s, user) for s in recent.items],
         },
     )
 
@@ -210,7 +211,7 @@ def history_page(
         request,
         "history.html",
         {
-            "items": [SubmissionOut.from_row(s) for s in listing.items],
+            "items": [_listed(session, s, user) for s in listing.items],
             "page": page,
             "has_next": page * per_page < listing.total,
             "total": listing.total,
@@ -218,21 +219,28 @@ def history_page(
     )
 
 
-def _submission_context(session: Session, row: Submission, settings: Settings) -> dict:
-    """What the result panel draws, in the terms of the exercise's kind."""
-    sub = SubmissionOut.from_row(row, queue=queue_info(session, submission=row, settings=settings))
+def _submission_context(
+    session: Session, row: Submission, settings: Settings, viewer: User
+) -> dict:
+    """What the result panel draws, in the terms of the exercise's kind, from the same view of
+    the submission the API gives `viewer` (a split's private part stays hidden)."""
+    sub = submission_view(session, row, viewer=viewer, settings=settings)
     kind = get_kind(row.exercise.kind)
-    result = row.result
-    preview = stored_preview(session, result=result)
-    details = (result.details or {}) if result else {}
+    preview = stored_preview(session, result=row.result)
+    breakdown = sub.result.breakdown if sub.result else None
+    details = (sub.result.details or {}) if sub.result else {}
     return {
         "sub": sub,
         "kind": kind,
         "terminal": sub.status in TERMINAL,
-        "bars": breakdown_bars(kind.breakdown, result.parts if result else None),
+        "bars": breakdown_bars(kind.breakdown, breakdown.values if breakdown else None),
         "confusion": confusion_cells(details.get("confusion")),
         "preview": list(enumerate(preview or [])),
     }
+
+
+def _listed(session: Session, row: Submission, viewer: User) -> SubmissionOut:
+    return hide_private(session, SubmissionOut.from_row(row), submission=row, viewer=viewer)
 
 
 @router.get("/submissions/{submission_id}")
@@ -241,7 +249,9 @@ def submission_page(
     settings: SettingsDep,
 ) -> Response:
     row = submissions.get_submission(session, user=user, submission_id=submission_id)
-    return render(request, "submission.html", _submission_context(session, row, settings))
+    return render(
+        request, "submission.html", _submission_context(session, row, settings, user)
+    )
 
 
 @router.get("/submissions/{submission_id}/result")
@@ -251,7 +261,7 @@ def submission_fragment(
 ) -> Response:
     """The result panel alone, swapped into the open page when grading ends."""
     row = submissions.get_submission(session, user=user, submission_id=submission_id)
-    return render(request, "_result.html", _submission_context(session, row, settings))
+    return render(request, "_result.html", _submission_context(session, row, settings, user))
 
 
 @router.get("/submissions/{submission_id}/status")

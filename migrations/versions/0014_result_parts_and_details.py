@@ -2,7 +2,7 @@
 kind's details (a confusion matrix, the mean MSE)
 
 Revision ID: 0014
-Revises: 0010
+Revises: 0013
 Create Date: 2026-11-29
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014"
-down_revision = "0010"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,76 @@
+"""Instructor pages for grading integrity: similar submissions (with public baselines) and
+what a new test-set version changed. Every route depends on PageInstructor."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import RedirectResponse, Response
+
+from grader.deps import SessionDep
+from grader.errors import Invalid
+from grader.exercises import service as exercises
+from grader.integrity import changes, service
+from grader.web.core import CsrfForm, PageInstructor, WebRoute, render
+
+router = APIRouter(prefix="/instructor", route_class=WebRoute, include_in_schema=False)
+
+
+@router.get("/exercises/{slug}/similar")
+def similar_page(request: Request, slug: str, _: PageInstructor, session: SessionDep) -> Response:
+    exercise = exercises.get_exercise(session, slug=slug)
+    return render(
+        request,
+        "instructor/similar.html",
+        {
+            "exercise": exercise,
+            "pairs": service.similar_pairs(session, exercise=exercise),
+            "baselines": service.baselines(session, exercise=exercise),
+            "threshold": service.SIMILARITY_THRESHOLD,
+        },
+    )
+
+
+@router.get("/exercises/{slug}/similar.csv")
+def similar_csv(slug: str, _: PageInstructor, session: SessionDep) -> Response:
+    exercise = exercises.get_exercise(session, slug=slug)
+    return Response(
+        content=service.similar_csv(session, exercise=exercise),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{slug}-similar.csv"'},
+    )
+
+
+@router.post("/exercises/{slug}/baseline", dependencies=[CsrfForm])
+async def baseline(
+    request: Request, slug: str, actor: PageInstructor, session: SessionDep
+) -> Response:
+    form = await request.form()
+    raw = str(form.get("submission_id") or "").strip()
+    if not raw.isdigit():
+        raise Invalid("Give the number of the submission to mark.")
+    exercise = exercises.get_exercise(session, slug=slug)
+    service.mark_baseline(
+        session, submission_id=int(raw), by=actor, baseline=form.get("baseline") != "0",
+        exercise=exercise,
+    )
+    return RedirectResponse(f"/instructor/exercises/{slug}/similar", status_code=303)
+
+
+@router.get("/exercises/{slug}/changes")
+def changes_page(request: Request, slug: str, _: PageInstructor, session: SessionDep) -> Response:
+    exercise = exercises.get_exercise(session, slug=slug)
+    return render(
+        request,
+        "instructor/changes.html",
+        {"exercise": exercise, "report": changes.testset_changes(session, exercise=exercise)},
+    )
+
+
+@router.get("/exercises/{slug}/changes.csv")
+def changes_csv(slug: str, _: PageInstructor, session: SessionDep) -> Response:
+    exercise = exercises.get_exercise(session, slug=slug)
+    return Response(
+        content=changes.changes_csv(session, exercise=exercise),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{slug}-testset-changes.csv"'},
+    )

@@ -1,0 +1,110 @@
+"""The public/private split on SQLite and PostgreSQL: one grading run scores both parts, the
+parts partition the test set, the full score is unchanged, and a student never sees the
+private score before the reveal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from grader.config import Settings
+from grader.integrity.models import ResultParts, Split
+from grader.integrity.split import decisive, private_mask
+from grader.submissions import grading
+from grader.submissions.models import Result
+from tests.service.conftest import Api
+
+
+def test_the_parts_are_disjoint_deterministic_and_form_the_whole_set() -> None:
+    sha = "ab" * 32
+    mask = private_mask(64, testset_sha256=sha, fraction=0.3)
+    assert mask.sum() == 19 and (~mask).sum() == 45  # disjoint, and together all 64
+    assert np.array_equal(mask, private_mask(64, testset_sha256=sha, fraction=0.3))
+    assert not np.array_equal(mask, private_mask(64, testset_sha256="cd" * 32, fraction=0.3))
+    assert not private_mask(64, testset_sha256=sha, fraction=0.0).any()
+
+
+def test_the_pass_rule_reads_the_part_it_names() -> None:
+    result = Result(passed=True)
+    parts = ResultParts(public_passed=True, private_passed=False)
+    assert decisive(None, None, result) is True
+    assert decisive(Split(pass_rule="full"), parts, result) is True
+    assert decisive(Split(pass_rule="public"), parts, result) is True
+    assert decisive(Split(pass_rule="private"), parts, result) is False
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    torch.manual_seed(21)
+    net = torch.nn.Sequential(torch.nn.AvgPool2d(8), torch.nn.Flatten(),
+                              torch.nn.Linear(144, 30), torch.nn.Tanh())
+    path = tmp_path_factory.mktemp("split") / "model.pt"
+    torch.jit.script(net.eval()).save(str(path))
+    return path
+
+
+def test_one_run_scores_both_parts_and_students_see_the_public_one_until_the_reveal(
+    settings: Settings, admin: Api, make_student: Any, make_exercise: Any, model: Path
+) -> None:
+    plain, slug = make_exercise(), make_exercise()
+    response = admin.put(f"/api/v1/exercises/{slug}/split",
+                         json={"private_fraction": 0.5, "pass_rule": "full"})
+    assert response.status_code == 200, response.text
+    assert response.json()["private_visible_to_students"] is False
+    student = make_student()
+    sid = int(student.upload(slug, model).json()["id"])
+    reference = int(student.upload(plain, model).json()["id"])
+    for s in (sid, reference):
+        assert grading.grade_submission(settings, s) == "FAILED"
+
+    [row] = admin.get(f"/api/v1/exercises/{slug}/parts").json()
+    assert row["public_n"] == row["private_n"] == 32
+    public, private, full = row["public_score"], row["private_score"], row["score"]
+    assert public != private
+    # The full score is the course's, unchanged by the split: the same as without one, and
+    # the mean of the two parts' per-image MSEs.
+    assert full == student.get(f"/api/v1/submissions/{reference}").json()["score"]
+    mse = (1 / (2 * public) + 1 / (2 * private)) / 2
+    assert full == pytest.approx(1 / (2 * mse), rel=1e-9)
+
+    seen = student.get(f"/api/v1/submissions/{sid}/scores").json()
+    assert seen["private_hidden"] is True and seen["private_score"] is None
+    assert seen["score"] == public and seen["passed"] is None
+    for path in (f"/api/v1/submissions/{sid}/scores", f"/api/v1/submissions/{sid}",
+                 f"/api/v1/submissions?exercise={slug}", f"/api/v1/exercises/{slug}"):
+        assert repr(private) not in student.get(path).text, path
+    own = student.get(f"/api/v1/submissions/{sid}").json()
+    assert own["score"] == own["result"]["score"] == public
+    assert own["passed"] is None and own["result"]["per_keypoint_rmse_px"] is None
+    [listed] = student.get(f"/api/v1/submissions?exercise={slug}").json()["items"]
+    assert listed["score"] == public
+    assert admin.get(f"/api/v1/submissions/{sid}").json()["score"] == full
+    for path in (f"/api/v1/exercises/{slug}/parts", f"/api/v1/exercises/{slug}/parts.csv",
+                 f"/api/v1/exercises/{slug}/split"):
+        assert student.get(path).status_code == 403
+    assert repr(private) in admin.get(f"/api/v1/exercises/{slug}/parts.csv").text
+    assert student.post(f"/api/v1/exercises/{slug}/split/reveal").status_code == 403
+    # Instructors see both parts at once.
+    mine = admin.get(f"/api/v1/submissions/{sid}/scores").json()
+    assert mine["private_score"] == private and mine["score"] == full
+
+    assert admin.post(f"/api/v1/exercises/{slug}/split/reveal").status_code == 200
+    revealed = student.get(f"/api/v1/submissions/{sid}/scores").json()
+    assert revealed["private_hidden"] is False
+    assert revealed["private_score"] == private and revealed["score"] == full
+    assert revealed["passed"] is False
+    assert student.get(f"/api/v1/submissions/{sid}").json()["score"] == full
+
+
+def test_a_split_is_checked(admin: Api, make_exercise: Any) -> None:
+    slug = make_exercise()
+    for body in ({"private_fraction": 1.0}, {"private_fraction": -0.1},
+                 {"private_fraction": 0.0, "pass_rule": "private"},
+                 {"private_fraction": 0.3, "pass_rule": "best"}):
+        assert admin.put(f"/api/v1/exercises/{slug}/split", json=body).status_code == 422, body
+    assert admin.post(f"/api/v1/exercises/{slug}/split/reveal").status_code == 422
