@@ -128,8 +128,11 @@ _FILE_OPS = ("aten::save", "aten::from_file", "aten::load")
 
 
 def file_operations(model: Any) -> list[str]:
-    """File operators anywhere in the loaded model's code (all methods, all submodules)."""
+    """File operators anywhere in the loaded model's code (all methods, all submodules).
+    A torch.export program's graph was checked when it was loaded (exported.py)."""
     found: set[str] = set()
+    if not hasattr(model, "named_modules"):
+        return []
 
     def walk(block: Any) -> None:
         for node in block.nodes():
@@ -210,6 +213,11 @@ def confine_self(req: ChildRequest) -> confine.Layers:
         extra_read, rw_paths = confine.cuda_device_paths()
         read_paths += extra_read
     attempt("landlock", lambda: confine.apply_landlock(read_paths, rw_paths))
+    if layers.applied.get("landlock"):
+        # No C++ compiler and no writable cache in here: inductor cannot build kernels.
+        from grader.grading.sandboxed import tuner
+
+        tuner.compile_allowed = False
     # A change of credentials clears the parent-death signal; set it again and make sure
     # the fork server did not die in between.
     confine.die_with_parent()
