@@ -46,8 +46,9 @@ _EXPR_NAMES = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SYMBOL = re.compile(r"^[a-z]{1,2}\d+$")
 _SYMPY_FUNCTIONS = frozenset({
     "FloorDiv", "ModularIndexing", "Where", "PythonMod", "Mod", "CleanDiv", "CeilToInt",
-    "FloorToInt", "CeilDiv", "IntTrueDiv", "FloatTrueDiv", "LShift", "RShift", "IsNonOverlappingAndDenseIndicator",
-    "TruncToFloat", "TruncToInt", "RoundToInt", "RoundDecimal", "ToFloat", "FloatPow", "PowByNatural",
+    "FloorToInt", "CeilDiv", "IntTrueDiv", "FloatTrueDiv", "LShift", "RShift",
+    "IsNonOverlappingAndDenseIndicator", "TruncToFloat", "TruncToInt", "RoundToInt",
+    "RoundDecimal", "ToFloat", "FloatPow", "PowByNatural",
     "Identity", "Max", "Min", "Abs", "Eq", "Ne", "Le", "Lt", "Ge", "Gt", "And", "Or", "Not",
     "True", "False", "oo", "Integer", "Rational", "Float", "OpaqueUnaryFn_sqrt",
     # Symbol('s77', positive=True, integer=True): how a symbolic input size is written.

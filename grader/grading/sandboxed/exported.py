@@ -74,9 +74,10 @@ class Exported:
             chunk = x[start : start + self.max_batch]
             k = chunk.shape[0]
             if k < self.min_batch:  # copies of the last image, dropped from the output
-                chunk = torch.cat([chunk, chunk[-1:].expand(self.min_batch - k, *chunk.shape[1:])])
+                pad = chunk[-1:].expand(self.min_batch - k, *chunk.shape[1:])
+                chunk = torch.cat([chunk, pad])
             out = self.module(chunk)
-            if not isinstance(out, torch.Tensor) or out.dim() == 0 or out.shape[0] != chunk.shape[0]:
+            if not isinstance(out, torch.Tensor) or out.dim() == 0 or len(out) != len(chunk):
                 return out  # Runner names what is wrong with it
             outs.append(out[:k])
         return torch.cat(outs)

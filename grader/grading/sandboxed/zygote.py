@@ -37,9 +37,8 @@ def _preload() -> None:
 
     import numpy  # noqa: F401
     import torch  # noqa: F401
-    import torch.jit._freeze  # noqa: F401
-
     import torch.export  # noqa: F401
+    import torch.jit._freeze  # noqa: F401
 
     import grader.grading.kinds  # noqa: F401
     import grader.grading.sandboxed.child  # noqa: F401
