@@ -20,10 +20,11 @@ class FailureKind(StrEnum):
 
 STUDENT_MESSAGES: dict[FailureKind, str] = {
     FailureKind.LOAD_ERROR: (
-        "The file is not a TorchScript model. Export it with "
-        "`torch.jit.script(model).save('model.pt')` (or `torch.jit.trace(model, "
-        "torch.zeros(1, 1, 96, 96)).save('model.pt')`); a plain `torch.save(model, ...)` "
-        "pickle or a state_dict cannot be graded."
+        "The file could not be loaded as an exported model. Export it with torch.export, "
+        "after model.eval(): `torch.export.save(torch.export.export(model, "
+        "(torch.zeros(2, 1, 96, 96),), dynamic_shapes=({0: torch.export.Dim('batch')},)), "
+        "'model.pt2')`, or with TorchScript: `torch.jit.script(model).save('model.pt')`; a "
+        "plain `torch.save(model, ...)` pickle or a state_dict cannot be graded."
     ),
     FailureKind.TOO_LARGE: "The model file is larger than this exercise allows.",
     FailureKind.BAD_OUTPUT: (
