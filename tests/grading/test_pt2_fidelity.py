@@ -160,3 +160,16 @@ def test_the_compiled_plan_gives_the_course_predictions(
     )
     assert report.plan == hint, [t.to_dict() for t in report.trials]
     np.testing.assert_allclose(predictions, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [None, 1], ids=["dynamic", "batch1"])
+def test_preflight_tells_a_batch_one_program(batch: int | None, tmp_path: Path) -> None:
+    from grader.grading.engine import preflight_model_file
+
+    path = export_program("tiny_cnn", tmp_path / "m.pt2", batch=batch)
+    outcome = preflight_model_file(
+        path, max_model_bytes=20 * 2**20, time_limit_s=60,
+        settings=Settings(data_dir=tmp_path / "data", sandbox_enabled=False),
+    )
+    assert outcome.status == "PASSED", outcome.message
+    assert outcome.batch_one_only is (batch == 1)
