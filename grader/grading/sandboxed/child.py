@@ -213,11 +213,6 @@ def confine_self(req: ChildRequest) -> confine.Layers:
         extra_read, rw_paths = confine.cuda_device_paths()
         read_paths += extra_read
     attempt("landlock", lambda: confine.apply_landlock(read_paths, rw_paths))
-    if layers.applied.get("landlock"):
-        # No C++ compiler and no writable cache in here: inductor cannot build kernels.
-        from grader.grading.sandboxed import tuner
-
-        tuner.compile_allowed = False
     # A change of credentials clears the parent-death signal; set it again and make sure
     # the fork server did not die in between.
     confine.die_with_parent()
@@ -321,6 +316,10 @@ def run(raw_request: dict[str, Any], *, zygote_pid: int, images_fd: int, model_f
         layers = confine_self(req)
         import torch
 
+        from grader.grading.sandboxed import tuner
+
+        # No C++ compiler and no writable cache under Landlock: inductor cannot build kernels.
+        tuner.compile_allowed = not layers.applied.get("landlock", False)
         torch.set_num_threads(max(1, req.threads))
         info: dict[str, Any] = {"layers": layers.applied, "notes": layers.notes}
         if req.device.startswith("cuda"):
