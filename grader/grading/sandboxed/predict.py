@@ -66,7 +66,9 @@ def _is_plain_pickle(path: Path) -> bool:
 def export_hint(kind: Kind) -> str:
     return (
         "export it with torch.export.save(torch.export.export(model.eval(), "
-        f"({kind.example_input},)), 'model.pt2'), or torch.jit.script(model).save('model.pt')"
+        f"({kind.example_input},)), 'model.pt2'), or with TorchScript: "
+        "torch.jit.script(model).save('model.pt') or "
+        f"torch.jit.trace(model, {kind.example_input}).save('model.pt')"
     )
 
 
