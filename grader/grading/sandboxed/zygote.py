@@ -108,8 +108,10 @@ def _warm_up_exported(make: Any, kind: Any) -> None:
     with torch.no_grad():
         warm.fc = torch.nn.Linear(warm.bn(warm.conv(x)).flatten(1).shape[1], kind.output_values)
     warm.eval()
+    # One program, with a dynamic batch (range constraints, symbolic sizes): exporting costs
+    # about a second of the fork server's start, once per worker.
     batch = torch.export.Dim("batch", min=1, max=1024)
-    for dynamic in ({"x": {0: batch}}, None):
+    for dynamic in ({"x": {0: batch}},):
         program = torch.export.export(warm, (x,), dynamic_shapes=dynamic)
         memfd = os.memfd_create("warm-up", os.MFD_CLOEXEC)
         try:
