@@ -4,6 +4,10 @@ A TorchScript file written by `torch.jit.save` is a zip whose entries all sit un
 and include `data.pkl`, `constants.pkl`, `version` and compiled `code/`. A plain `torch.save`
 checkpoint is also a zip with `data.pkl` but has no `code/` or `constants.pkl`, which is the
 most common student mistake, so it gets its own message.
+
+A torch.export program written by `torch.export.save` (".pt2", the recommended format since
+TorchScript is deprecated) is a zip under one folder with `archive_format` ("pt2") and
+`models/model.json`. The server checks both formats fully; this only catches wrong files early.
 """
 
 from __future__ import annotations
@@ -13,7 +17,12 @@ from pathlib import Path
 
 from grader_cli.errors import CliError, ExitCode
 
-EXPORT_HINT = "export it with torch.jit.script(model).save(PATH) (or torch.jit.trace)"
+EXPORT_HINT = (
+    "export it with torch.export: torch.export.save(torch.export.export(model.eval(), "
+    "(torch.zeros(2, 1, 96, 96),), dynamic_shapes=({0: torch.export.Dim('batch')},)), "
+    "'model.pt2'); or with TorchScript: torch.jit.script(model).save('model.pt')"
+)
+PT2_ENTRIES = ("archive_format", "models/model.json")
 REQUIRED_ENTRIES = ("data.pkl", "constants.pkl", "version")
 
 
@@ -31,7 +40,8 @@ def check_model_file(path: Path) -> int:
             names = archive.namelist()
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CliError(
-            f"{path} is not a TorchScript archive (not a zip file); {EXPORT_HINT}",
+            f"{path} is not a TorchScript archive or torch.export program (not a zip file); "
+            f"{EXPORT_HINT}",
             ExitCode.USAGE,
         ) from exc
     _check_entries(path, names)
@@ -42,14 +52,25 @@ def _check_entries(path: Path, names: list[str]) -> None:
     prefixes = {name.split("/", 1)[0] for name in names}
     if len(prefixes) != 1 or any("/" not in name for name in names):
         raise CliError(
-            f"{path} is a zip file but not a TorchScript archive; {EXPORT_HINT}", ExitCode.USAGE
+            f"{path} is a zip file but not a TorchScript archive or torch.export program; "
+            f"{EXPORT_HINT}",
+            ExitCode.USAGE,
         )
     (prefix,) = prefixes
     entries = {name.split("/", 1)[1] for name in names}
+    if "archive_format" in entries or any(e.startswith("models/") for e in entries):
+        missing_pt2 = [f"{prefix}/{e}" for e in PT2_ENTRIES if e not in entries]
+        if missing_pt2:
+            raise CliError(
+                f"{path} is not a complete torch.export program (missing "
+                f"{', '.join(missing_pt2)}); {EXPORT_HINT}",
+                ExitCode.USAGE,
+            )
+        return
     has_code = any(entry.startswith("code/") for entry in entries)
     if "data.pkl" in entries and not has_code:
         raise CliError(
-            f"{path} looks like a torch.save() checkpoint, not TorchScript; {EXPORT_HINT}",
+            f"{path} looks like a torch.save() checkpoint, not an exported model; {EXPORT_HINT}",
             ExitCode.USAGE,
         )
     if ".data/version" in entries:  # where torch 2.x's writer sometimes puts it

@@ -1,8 +1,11 @@
-"""Structural checks of a TorchScript archive before torch (or a student's code) sees it.
+"""Structural checks of a model archive before torch (or a student's code) sees it.
 
-Runs at upload time (the service's 422) and again before grading. It reads only the zip's
-directory and local headers, never decompresses, so a decompression bomb is refused in
-milliseconds. Deliberately importable without torch.
+Two formats are taken, told apart by content, never by file name: TorchScript (`torch.jit.save`)
+and torch.export programs (`torch.export.save`, ".pt2"). Both are zip archives under one
+top-level folder. Runs at upload time (the service's 422) and again before grading. For the zip
+itself it reads only the directory and local headers, never decompresses, so a decompression
+bomb is refused in milliseconds; a .pt2's small JSON descriptions are then read and checked by
+`pt2_archive`. Deliberately importable without torch.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from grader.grading.failures import FailureKind, GradingFailure
+from grader.grading.pt2_archive import check_pt2_contents
 
 MAX_ENTRIES = 10_000
 # Deflate cannot exceed ~1032:1; TorchScript's deflated entries (code, debug pickles) are
@@ -24,14 +28,18 @@ _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 _LOCAL_MAGIC = b"PK\x03\x04"
 _DATA_DESCRIPTOR_FLAG = 0x08
 
+TORCHSCRIPT = "torchscript"
+PT2 = "pt2"
+FORMATS = (TORCHSCRIPT, PT2)
+
 
 def _load_error(reason: str) -> GradingFailure:
     return GradingFailure(FailureKind.LOAD_ERROR, reason)
 
 
-def check_model_archive(path: Path, *, max_bytes: int) -> None:
-    """Raise GradingFailure(TOO_LARGE or LOAD_ERROR) unless `path` looks like a sane
-    TorchScript zip archive of at most `max_bytes` bytes."""
+def check_model_archive(path: Path, *, max_bytes: int) -> str:
+    """The archive's format (TORCHSCRIPT or PT2); raises GradingFailure(TOO_LARGE or
+    LOAD_ERROR) unless `path` is a sane model archive of at most `max_bytes` bytes."""
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -49,7 +57,12 @@ def check_model_archive(path: Path, *, max_bytes: int) -> None:
                 raise _load_error(_not_zip_reason(head))
             with zipfile.ZipFile(fh) as zf:
                 infos = zf.infolist()
-                _check_entries(fh, infos, size=size, max_bytes=max_bytes)
+                prefix = _check_entries(fh, infos, size=size, max_bytes=max_bytes)
+                if _is_pt2(infos, prefix):
+                    check_pt2_contents(zf, prefix)
+                    return PT2
+                _check_torchscript_layout(infos, prefix)
+                return TORCHSCRIPT
     except GradingFailure:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
@@ -58,13 +71,14 @@ def check_model_archive(path: Path, *, max_bytes: int) -> None:
 
 def _not_zip_reason(head: bytes) -> str:
     if head[:1] == b"\x80":
-        return "this is a legacy torch.save pickle, not a TorchScript archive"
-    return "not a zip archive, so not a TorchScript model"
+        return "this is a legacy torch.save pickle, not an exported model"
+    return "not a zip archive, so neither a torch.export program nor a TorchScript model"
 
 
 def _check_entries(
     fh: BinaryIO, infos: list[zipfile.ZipInfo], *, size: int, max_bytes: int
-) -> None:
+) -> str:
+    """Checks the zip's entries; returns the one top-level folder they all live in."""
     if not infos:
         raise _load_error("the zip archive is empty")
     if len(infos) > MAX_ENTRIES:
@@ -93,7 +107,9 @@ def _check_entries(
     if total_compressed > size:
         raise _load_error("the archive declares more data than the file holds")
     _check_local_headers(fh, infos, size=size)
-    _check_torchscript_layout(infos, prefixes)
+    if len(prefixes) != 1:
+        raise _load_error("a model archive has exactly one top-level folder")
+    return prefixes.pop()
 
 
 def _check_local_headers(fh: BinaryIO, infos: list[zipfile.ZipInfo], *, size: int) -> None:
@@ -144,10 +160,15 @@ def _read_descriptor(raw: bytes, expected: tuple[int, int]) -> tuple[tuple[int, 
     return struct.unpack_from("<QQ", raw, offset + 4), offset + 20
 
 
-def _check_torchscript_layout(infos: list[zipfile.ZipInfo], prefixes: set[str]) -> None:
-    if len(prefixes) != 1:
-        raise _load_error("a TorchScript archive has exactly one top-level folder")
-    (prefix,) = prefixes
+def _is_pt2(infos: list[zipfile.ZipInfo], prefix: str) -> bool:
+    """torch.export.save writes `archive_format` ("pt2") and `models/<name>.json`."""
+    names = {info.filename for info in infos}
+    return f"{prefix}/archive_format" in names or any(
+        n.startswith(f"{prefix}/models/") for n in names
+    )
+
+
+def _check_torchscript_layout(infos: list[zipfile.ZipInfo], prefix: str) -> None:
     names = {info.filename for info in infos}
     missing = [f"{prefix}/data.pkl"] if f"{prefix}/data.pkl" not in names else []
     # torch's writer puts the format version at `version` or (2.x, some exports) at
@@ -159,6 +180,19 @@ def _check_torchscript_layout(infos: list[zipfile.ZipInfo], prefixes: set[str]) 
     has_code = any(n.startswith(f"{prefix}/code/") for n in names)
     if not has_code and f"{prefix}/constants.pkl" not in names:
         raise _load_error(
-            "this is a torch.save archive (no TorchScript code inside); "
-            "export with torch.jit.script(model).save(...)"
+            "this is a torch.save archive (a pickle or a state_dict, no program inside); "
+            "export with torch.export.save(torch.export.export(model.eval(), ...), 'model.pt2') "
+            "or torch.jit.script(model).save('model.pt')"
         )
+
+
+def detect_format(path: Path) -> str:
+    """TORCHSCRIPT or PT2, from the zip's directory alone (no checks: `check_model_archive`
+    is the gate; this only tells a loader which one to use)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        return TORCHSCRIPT  # whatever it is, the TorchScript loader names the problem
+    prefix = infos[0].filename.split("/", 1)[0] if infos else ""
+    return PT2 if _is_pt2(infos, prefix) else TORCHSCRIPT

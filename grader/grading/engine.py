@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from grader.config import Settings
+from grader.grading.archive import PT2, check_model_archive, detect_format
 from grader.grading.failures import FailureKind, GradingFailure
 from grader.grading.kinds import DEFAULT_KIND, get_kind
 from grader.grading.kinds.base import json_parts
@@ -86,6 +87,14 @@ def sandbox_limits(settings: Settings, *, time_limit_s: float | None) -> Sandbox
         memory_limit_bytes=settings.memory_limit_bytes,
         threads=settings.sandbox_thread_count,
     )
+
+
+def _check_program(model_path: Path, max_model_bytes: int) -> None:
+    """A torch.export program's structural check (pt2_archive.py) runs again before any
+    grading, whatever the path that brought the file here (`grader evaluate`, a rescore):
+    loading one can evaluate strings and unpickle, so nothing unchecked reaches torch."""
+    if detect_format(model_path) == PT2:
+        check_model_archive(model_path, max_bytes=max_model_bytes)
 
 
 def _predict(
@@ -178,6 +187,7 @@ def grade_model_file(
                 FailureKind.TOO_LARGE,
                 f"{size / 1e6:.1f} MB, the limit is {max_model_bytes / 1e6:.1f} MB",
             )
+        _check_program(model_path, max_model_bytes)
         run = _predict(
             model_path,
             test_set,
@@ -259,6 +269,7 @@ def preflight_model_file(
                 FailureKind.TOO_LARGE,
                 f"{size / 1e6:.1f} MB, the limit is {max_model_bytes / 1e6:.1f} MB",
             )
+        _check_program(Path(model_path), max_model_bytes)
         if settings.sandbox_enabled:
             from grader.grading.sandbox import run_in_sandbox
 

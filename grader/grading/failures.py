@@ -24,10 +24,11 @@ class FailureKind(StrEnum):
 
 STUDENT_MESSAGES: dict[FailureKind, str] = {
     FailureKind.LOAD_ERROR: (
-        "The file is not a TorchScript model. Export it with "
-        "`torch.jit.script(model).save('model.pt')` (or `torch.jit.trace(model, "
-        "{example_input}).save('model.pt')`); a plain `torch.save(model, ...)` "
-        "pickle or a state_dict cannot be graded."
+        "The file could not be loaded as an exported model. Export it with torch.export, "
+        "after model.eval(): `torch.export.save(torch.export.export(model, "
+        "({export_input},), dynamic_shapes=({{0: torch.export.Dim('batch')}},)), "
+        "'model.pt2')`, or with TorchScript: `torch.jit.script(model).save('model.pt')`; a "
+        "plain `torch.save(model, ...)` pickle or a state_dict cannot be graded."
     ),
     FailureKind.TOO_LARGE: "The model file is larger than this exercise allows.",
     FailureKind.BAD_OUTPUT: (
@@ -71,6 +72,7 @@ class GradingFailure(Exception):
 def student_message(failure: FailureKind, task: Kind) -> str:
     """What a student reads for `failure`, in the terms of the exercise's kind."""
     return STUDENT_MESSAGES[failure].format(
-        example_input=task.example_input, input_text=task.input_text,
+        example_input=task.example_input, export_input=task.export_input,
+        input_text=task.input_text,
         output_text=task.output_text,
     )

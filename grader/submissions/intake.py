@@ -52,7 +52,7 @@ def _accept(
 ) -> int:
     try:
         try:
-            check_model_archive(received.path, max_bytes=exercise.max_model_bytes)
+            model_format = check_model_archive(received.path, max_bytes=exercise.max_model_bytes)
         except GradingFailure as exc:
             message = exc.message_for(get_kind(exercise.kind))
             if exc.kind is FailureKind.TOO_LARGE:
@@ -65,6 +65,7 @@ def _accept(
             session, user=user, exercise=exercise, upload=received, publish=publish,
             settings=settings,
         )
+        submission.model_format = model_format
         store_content_addressed(received, uploads_dir=settings.uploads_dir)
         # Commit in this thread hop (see begin_write); the task is published right after.
         session.commit()

@@ -59,6 +59,10 @@ class Submission(Base):
     model_sha256: Mapped[str] = mapped_column(String(64))
     model_size: Mapped[int] = mapped_column(Integer)
     original_filename: Mapped[str] = mapped_column(String(255), default="")
+    # "torchscript" or "pt2" (a torch.export program), told by the archive's content.
+    model_format: Mapped[str] = mapped_column(
+        String(16), default="torchscript", server_default="torchscript"
+    )
     status: Mapped[str] = mapped_column(String(16), default=Status.QUEUED.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     failure_reason: Mapped[str | None] = mapped_column(String(32), default=None)

@@ -94,6 +94,7 @@ class SubmissionOut(BaseModel):
     original_filename: str
     model_sha256: str
     model_size: int
+    model_format: str
     username: str
     created_at: datetime
     started_at: datetime | None
@@ -120,6 +121,7 @@ class SubmissionOut(BaseModel):
             original_filename=sub.original_filename,
             model_sha256=sub.model_sha256,
             model_size=sub.model_size,
+            model_format=sub.model_format,
             username=sub.user.username,
             created_at=sub.created_at,
             started_at=sub.started_at,

@@ -27,8 +27,11 @@ class CourseDataset(Dataset):
         return {"image": image, "keypoints": torch.tensor(self.keypoints[i], dtype=torch.float32)}
 
 
-def evaluate_model(model, dataset):  # the course's code, verbatim
-    model.eval()
+def evaluate_model(model, dataset, call_eval=True):  # the course's code, verbatim
+    # ... but for `call_eval`: a torch.export program's module raises NotImplementedError on
+    # .eval() (torch 2.13); it keeps the mode it was exported in.
+    if call_eval:
+        model.eval()
     criterion = torch.nn.MSELoss()
     dataloader = DataLoader(dataset, batch_size=1, shuffle=False)
     loss = 0
@@ -39,9 +42,21 @@ def evaluate_model(model, dataset):  # the course's code, verbatim
     return 1.0 / (2 * (loss / len(dataloader)))
 
 
-def load_scripted(path: Path, device: str = "cpu") -> torch.jit.ScriptModule:
+def is_program(path: Path) -> bool:
+    """A torch.export archive (.pt2), by content."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        return any(n.endswith("/archive_format") for n in zf.namelist())
+
+
+def load_scripted(path: Path, device: str = "cpu") -> torch.nn.Module:
+    """What the course loads: torch.jit.load for TorchScript, and for a torch.export program
+    `torch.export.load(f).module()`, as the students are told."""
     import warnings
 
+    if is_program(path):
+        return torch.export.load(str(path)).module().to(device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         return torch.jit.load(str(path), map_location=device)
@@ -50,12 +65,17 @@ def load_scripted(path: Path, device: str = "cpu") -> torch.jit.ScriptModule:
 def course_score(model_path: Path, test_set: TestSet) -> float:
     """The course's score for a model file, inside no_grad (the same numbers, faster)."""
     with torch.no_grad():
-        return float(evaluate_model(load_scripted(model_path), CourseDataset(test_set)))
+        return float(evaluate_model(
+            load_scripted(model_path), CourseDataset(test_set),
+            call_eval=not is_program(model_path),
+        ))
 
 
 def course_predictions(model_path: Path, test_set: TestSet) -> torch.Tensor:
     """What the course's loop feeds to MSELoss: the plain module, batch 1, (N, 15, 2)."""
-    model = load_scripted(model_path).eval()
+    model = load_scripted(model_path)
+    if not is_program(model_path):
+        model.eval()
     outs = []
     with torch.no_grad():
         for batch in DataLoader(CourseDataset(test_set), batch_size=1, shuffle=False):
@@ -67,11 +87,15 @@ def course_loop(path: Path, test_set: TestSet, device: str = "cpu") -> Callable[
     """The course's evaluation of the model at `path`, as a timed callable returning its score.
     On the CPU, as the course runs it: evaluate_model verbatim (grad mode on, file loaded)."""
     if device == "cpu":
-        return lambda: float(evaluate_model(load_scripted(path), CourseDataset(test_set)))
+        return lambda: float(evaluate_model(
+            load_scripted(path), CourseDataset(test_set), call_eval=not is_program(path)
+        ))
 
     # The course's loop with the image moved to the device: the only change a GPU needs.
     def run() -> float:
-        model = load_scripted(path, device).eval()
+        model = load_scripted(path, device)
+        if not is_program(path):
+            model.eval()
         criterion = torch.nn.MSELoss()
         loss = 0.0
         with torch.no_grad():

@@ -407,6 +407,21 @@ def export(name: str, path: Path, *, seed: int = 0) -> Path:
     return path
 
 
+def export_program(
+    name: str, path: Path, *, seed: int = 0, batch: int | None = None, train: bool = False
+) -> Path:
+    """The .pt2 a student would upload for zoo entry `name`: torch.export with a dynamic
+    batch (1..1024), or a fixed `batch`; `train` exports it in training mode by mistake."""
+    model = build(name, seed)
+    if train:
+        model.train()
+    example = torch.zeros(batch or 2, 1, 96, 96)
+    dynamic = None if batch else {"x": {0: torch.export.Dim("batch", min=1, max=1024)}}
+    program = torch.export.export(model, (example,), dynamic_shapes=dynamic)
+    torch.export.save(program, str(path))
+    return path
+
+
 def mflop_per_image(model: nn.Module) -> float:
     """Multiply-adds x 2 of the convolutions and linear layers, for one 96x96 image."""
     total = 0

@@ -62,6 +62,9 @@ class Kind(ABC):
     input_text: ClassVar[str]
     output_text: ClassVar[str]
     example_input: ClassVar[str]
+    # A batch of two for torch.export: a dynamic batch dimension cannot be exported from an
+    # example of one image (torch specialises a size of 1).
+    export_input: ClassVar[str]
     score_text: ClassVar[str]
     breakdown: ClassVar[Breakdown]
     default_threshold: ClassVar[float]

@@ -29,6 +29,7 @@ class ImageClassification(Kind):
     input_text = "a float32 batch of shape (N, 3, 32, 32), RGB pixels in [0, 1]"
     output_text = "10 floating-point values per image (one logit per class)"
     example_input = "torch.zeros(1, 3, 32, 32)"
+    export_input = "torch.zeros(2, 3, 32, 32)"
     score_text = "accuracy in percent: images whose largest logit is the true class"
     breakdown = Breakdown(
         title="Accuracy per class",

@@ -55,6 +55,7 @@ class FacialKeypoints(Kind):
     input_text = "a float32 batch of shape (N, 1, 96, 96), pixels in [0, 1]"
     output_text = "30 floating-point values per image (15 keypoints as x, y)"
     example_input = "torch.zeros(1, 1, 96, 96)"
+    export_input = "torch.zeros(2, 1, 96, 96)"
     score_text = "1 / (2 × mean per-image MSE) on keypoints normalised as (k − 48) / 48"
     breakdown = Breakdown(
         title="Error per keypoint",

@@ -1,4 +1,5 @@
-"""The untrusted side of grading: load a student's TorchScript model and run it on images.
+"""The untrusted side of grading: load a student's model (a TorchScript archive or a
+torch.export program, see exported.py) and run it on images.
 
 This module runs inside the sandbox child, so it imports nothing from the database, the service
 or the settings: only torch, numpy, the failure kinds and the exercise kinds (which say how
@@ -21,9 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from grader.grading.archive import PT2, detect_format
 from grader.grading.failures import FailureKind, GradingFailure
 from grader.grading.kinds import DEFAULT_KIND, Kind, get_kind
 from grader.grading.plans import Plan
+from grader.grading.sandboxed.exported import Exported, differs_between_runs, load_exported
 from grader.grading.sandboxed.tuner import (
     REFERENCE_IMAGES,
     TUNING_SHARE,
@@ -36,6 +39,8 @@ from grader.grading.sandboxed.tuner import (
 _MAX_ERROR_TEXT = 800
 
 Forward = Callable[[torch.Tensor], object]
+# A loaded model: a TorchScript module, or a torch.export program.
+Model = torch.jit.ScriptModule | Exported
 
 
 def _short(exc: BaseException) -> str:
@@ -60,13 +65,17 @@ def _is_plain_pickle(path: Path) -> bool:
 
 def export_hint(kind: Kind) -> str:
     return (
-        "export it with torch.jit.script(model).save('model.pt') or "
+        "export it with torch.export.save(torch.export.export(model.eval(), "
+        f"({kind.export_input},), dynamic_shapes=({{0: torch.export.Dim('batch')}},)), "
+        "'model.pt2'), or with TorchScript: "
+        "torch.jit.script(model).save('model.pt') or "
         f"torch.jit.trace(model, {kind.example_input}).save('model.pt')"
     )
 
 
-def load_model(path: Path, *, device: str, kind: Kind | None = None) -> torch.jit.ScriptModule:
-    """Load a TorchScript archive onto `device`, in eval mode."""
+def load_model(path: Path, *, device: str, kind: Kind | None = None) -> Model:
+    """Load a TorchScript archive or a torch.export program onto `device`, in eval mode
+    (a program keeps the mode it was exported in; one in training mode is refused)."""
     kind = kind or get_kind(DEFAULT_KIND)
     path = Path(path)
     if device.startswith("cuda"):
@@ -85,6 +94,8 @@ def load_model(path: Path, *, device: str, kind: Kind | None = None) -> torch.ji
             "this file was written by torch.save (a pickle or a state_dict), not by TorchScript; "
             + export_hint(kind),
         )
+    if detect_format(path) == PT2:
+        return load_exported(path, device=device, example_input=kind.export_input)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -102,6 +113,17 @@ def load_model(path: Path, *, device: str, kind: Kind | None = None) -> torch.ji
 
 class _WrongCount(Exception):
     pass
+
+
+def _check_deterministic(model: Model, x: torch.Tensor) -> None:
+    """A program exported in training mode whose graph hides it (a custom dropout written
+    with torch.rand) still answers differently twice: refuse it rather than grade noise."""
+    if isinstance(model, Exported) and x.shape[0] and differs_between_runs(model, x[:1]):
+        raise GradingFailure(
+            FailureKind.BAD_OUTPUT,
+            "the model gives different predictions for the same image on two runs "
+            "(exported in training mode, or random); call model.eval() before exporting",
+        )
 
 
 class Runner:
@@ -195,7 +217,7 @@ class Runner:
 
 
 def predict_with_plan(
-    model: torch.jit.ScriptModule,
+    model: Model,
     images: np.ndarray,
     *,
     device: str,
@@ -213,6 +235,8 @@ def predict_with_plan(
     `announce` is called with each plan before it first runs."""
     runner = Runner(model, kind or get_kind(DEFAULT_KIND))
     threads = threads or torch.get_num_threads()
+    if isinstance(model, Exported):  # graded at the batch sizes it was exported for
+        max_batch = min(max_batch, model.max_batch)
     report = TuningReport(plan=Plan("plain", 1, threads))
     clock = time.perf_counter()
     x = runner.kind.to_input(images).to(device)
@@ -223,6 +247,7 @@ def predict_with_plan(
     with torch.inference_mode():
         model.eval()
         clock = time.perf_counter()
+        _check_deterministic(model, x)
         reference, reference_s = runner.timed_batch1(x[: min(n, REFERENCE_IMAGES)])
         report.reference_s = time.perf_counter() - clock
         tuner = Tuner(
@@ -251,7 +276,7 @@ def predict_with_plan(
 
 
 def preflight(
-    model: torch.jit.ScriptModule, images: np.ndarray, *, device: str, kind: Kind | None = None
+    model: Model, images: np.ndarray, *, device: str, kind: Kind | None = None
 ) -> tuple[np.ndarray, bool]:
     """The quick check at upload: the course's way on a few public images (any error is the
     model's), then the same images as one batch. Returns the predictions and whether the
@@ -261,6 +286,9 @@ def preflight(
     with torch.inference_mode():
         model.eval()
         reference = runner.batch1(x)
+        _check_deterministic(model, x)
+        if isinstance(model, Exported) and model.max_batch == 1:
+            return reference.numpy(), False  # exported for batch 1: graded one at a time
         try:
             batched = runner.run(model, x)
         except Exception:
@@ -288,7 +316,7 @@ def predict_preview(
 
 
 def predict(
-    model: torch.jit.ScriptModule,
+    model: Model,
     images: np.ndarray,
     *,
     device: str,

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from grader.grading.plans import Plan
+from grader.grading.sandboxed.exported import Exported
 
 Forward = Callable[[torch.Tensor], object]
 # Runs the forward pass on a batch and returns (B, *kind.output_shape) float32 on the CPU,
@@ -43,7 +44,14 @@ _CLEAR_WIN = 2.0
 _AFTER_A_CLEAR_WIN = 0.3
 _CLOSE = 1.1  # a candidate within 10 % of the best is timed a second time
 # Preparation (and, for fusion, compilation in the warm-up runs) in units of one freeze.
-_PREP_FACTOR = {"plain": 0.0, "frozen": 1.0, "channels_last": 1.5, "optimized": 2.0, "fused": 3.0}
+_PREP_FACTOR = {"plain": 0.0, "frozen": 1.0, "channels_last": 1.5, "optimized": 2.0, "fused": 3.0,
+                "compiled": 0.0}
+# torch.compile (inductor) of a small CNN here: seconds of tracing and C++ compilation, paid
+# inside the grading time (BENCHMARKS.md, .pt2 vs TorchScript).
+COMPILE_PRIOR_S = 8.0
+# False in a child confined without a compiler or a writable cache (see docs/security.md):
+# inductor cannot build its kernels there, so the variant is not tried.
+compile_allowed = True
 _FREEZES_IN_PREP = {"frozen": 1.0, "fused": 1.0, "channels_last": 1.3, "optimized": 2.0}
 _ATOL = 1e-5
 _RTOL = 1e-5
@@ -92,7 +100,14 @@ def agrees(candidate: torch.Tensor, reference: torch.Tensor) -> bool:
     return bool(torch.allclose(candidate, reference, atol=_ATOL, rtol=_RTOL, equal_nan=True))
 
 
-def _prepare(model: torch.jit.ScriptModule, variant: str) -> Forward:
+def _prepare(model: torch.jit.ScriptModule | Exported, variant: str) -> Forward:
+    if isinstance(model, Exported):
+        if variant == "plain":
+            return model
+        if variant == "compiled":
+            # Static shapes: every call has the plan's batch size (run_plan pads the last).
+            return model.with_module(torch.compile(model.module, backend="inductor", dynamic=False))
+        raise ValueError(f"{variant} is not a plan for a torch.export program")
     with warnings.catch_warnings():
         # Deprecated in favour of torch.compile, which cannot take a loaded ScriptModule.
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -112,7 +127,7 @@ class Tuner:
 
     def __init__(
         self,
-        model: torch.jit.ScriptModule,
+        model: torch.jit.ScriptModule | Exported,
         x: torch.Tensor,
         *,
         reference: torch.Tensor,
@@ -149,6 +164,8 @@ class Tuner:
         # 80 ms); measured on the first candidate that freezes.
         self.freeze_prior_s = 0.003 + 0.0007 * sum(1 for _ in model.modules())
         self.batch_ok = True  # False once the model proves it needs batch 1
+        self.exported = isinstance(model, Exported)
+        self.compile_s: float | None = None
 
     # -- budget ------------------------------------------------------------------------------
 
@@ -167,6 +184,8 @@ class Tuner:
         freeze = self.freeze_s if self.freeze_s is not None else self.freeze_prior_s
         prepared = plan.variant in self.forwards and plan.variant != "fused"
         prep = 0.0 if prepared else _PREP_FACTOR[plan.variant] * freeze
+        if plan.variant == "compiled" and not prepared:
+            prep = self.compile_s if self.compile_s is not None else COMPILE_PRIOR_S
         extend = max(0, plan.batch_size - len(self.reference)) * self.reference_per_image_s
         # Warm-up and timed runs, at a pessimistic 1.5x the best speed so far.
         runs = plan.batch_size * (_WARMUP_RUNS + 1) * self.best.per_image_s * 1.5
@@ -200,6 +219,9 @@ class Tuner:
         winner at the other batch sizes (batch 1 wins where activations outgrow the cache,
         32 where a call costs more than its arithmetic), then at one thread."""
         t = self.threads
+        if self.exported:
+            yield from self._exported_candidates()
+            return
         if not self.on_cpu:
             for batch in (32, 128):
                 if self.batch_ok and batch <= self.max_batch:
@@ -226,6 +248,20 @@ class Tuner:
         if t > 1:
             # Two threads lose to one on small batches, and whenever another process takes
             # the second core: worth one timed check of the winner.
+            yield Plan(self.best.plan.variant, self.best.plan.batch_size, 1)
+
+    def _exported_candidates(self) -> Iterator[Plan]:
+        """A torch.export program: the plain module at the batch sizes it accepts, then
+        compiled at the best of them (its compile cost counts against the tuning budget,
+        so it is tried only when the work ahead can pay for it), then at one thread."""
+        t = self.threads
+        if self.batch_ok:
+            for batch in (32, 8):
+                if batch <= self.max_batch:
+                    yield Plan("plain", batch, t)
+        if compile_allowed and self.on_cpu:
+            yield Plan("compiled", self.best.plan.batch_size, t)
+        if t > 1:
             yield Plan(self.best.plan.variant, self.best.plan.batch_size, 1)
 
     def tune(self, hint: Plan | None = None) -> Prepared:
@@ -269,6 +305,12 @@ class Tuner:
 
     def _acceptable(self, plan: Plan) -> bool:
         if plan.threads > self.threads or plan.batch_size > max(self.max_batch, 1):
+            return False
+        if self.exported:
+            return plan.variant == "plain" or (
+                plan.variant == "compiled" and compile_allowed and self.on_cpu
+            )
+        if plan.variant not in _PREP_FACTOR or plan.variant == "compiled":
             return False
         return self.on_cpu or plan.variant in ("plain", "frozen", "optimized")
 
@@ -322,12 +364,15 @@ class Tuner:
         forward = self.forwards.get(plan.variant)
         if forward is None:
             forward = self.forwards[plan.variant] = _prepare(self.model, plan.variant)
-            if plan.variant != "plain" and self.freeze_s is None:
+            # torch.compile is lazy: its cost is in the first warm-up run, timed below.
+            if plan.variant in _FREEZES_IN_PREP and self.freeze_s is None:
                 self.freeze_s = (time.perf_counter() - t0) / _FREEZES_IN_PREP[plan.variant]
         prepared = Prepared(plan, forward, float("inf"))
         xb = prepared.batch_input(sample)
-        for _ in range(_WARMUP_RUNS):
+        for run in range(_WARMUP_RUNS):
             self.run_batch(prepared.forward, xb)
+            if run == 0 and plan.variant == "compiled" and self.compile_s is None:
+                self.compile_s = time.perf_counter() - t0
             if budgeted and time.perf_counter() - started > self._budget_left_s():
                 raise _OverBudget
         torch.jit.enable_onednn_fusion(False)

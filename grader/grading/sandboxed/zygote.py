@@ -37,6 +37,7 @@ def _preload() -> None:
 
     import numpy  # noqa: F401
     import torch  # noqa: F401
+    import torch.export  # noqa: F401
     import torch.jit._freeze  # noqa: F401
 
     import grader.grading.kinds  # noqa: F401
@@ -85,6 +86,42 @@ def _warm_up() -> None:
             predict_with_plan(
                 model, images, device="cpu", max_batch=32, kind=kind, threads=1,
                 tuning_share=1e9,
+            )
+        finally:
+            os.close(memfd)
+    _warm_up_exported(_Warm, KINDS["keypoints"])
+
+
+def _warm_up_exported(make: Any, kind: Any) -> None:
+    """torch.export.load and the program's module import much of torch lazily (the
+    serializer, sympy, the FX interpreter), which a confined child could no longer do:
+    load and run one small program here, with a dynamic and a fixed batch."""
+    import numpy as np
+    import torch
+
+    from grader.grading.plans import Plan
+    from grader.grading.sandboxed.predict import load_model, predict_with_plan
+
+    images = np.zeros((12, *kind.image_shape), np.uint8)
+    x = kind.to_input(images[:2])
+    warm = make(x.shape[1], 1, kind.output_values)
+    with torch.no_grad():
+        warm.fc = torch.nn.Linear(warm.bn(warm.conv(x)).flatten(1).shape[1], kind.output_values)
+    warm.eval()
+    # One program, with a dynamic batch (range constraints, symbolic sizes): exporting costs
+    # about a second of the fork server's start, once per worker.
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    for dynamic in ({"x": {0: batch}},):
+        program = torch.export.export(warm, (x,), dynamic_shapes=dynamic)
+        memfd = os.memfd_create("warm-up", os.MFD_CLOEXEC)
+        try:
+            with open(f"/proc/self/fd/{memfd}", "wb") as fh:
+                torch.export.save(program, fh)
+            model = load_model(Path(f"/proc/self/fd/{memfd}"), device="cpu", kind=kind)
+            predict_with_plan(
+                model, images, device="cpu", max_batch=8, kind=kind, threads=1,
+                # Never torch.compile here: its worker threads would not survive a fork.
+                tuning_share=1e9, avoid=[Plan("compiled", 1, 1), Plan("compiled", 8, 1)],
             )
         finally:
             os.close(memfd)
