@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import Integer, cast, delete, func, select
 from sqlalchemy.orm import Session
 
 from grader.auth.models import User
@@ -255,3 +255,31 @@ def hide_private(
                     "breakdown": None, "details": None, "n_images": None}
         )
     return out
+
+
+def public_bests(
+    session: Session, *, exercise: Exercise, viewer: Viewer, user_id: int | None = None
+) -> dict[int, tuple[float | None, bool | None]] | None:
+    """While the private part is hidden from `viewer`: each student's best *public* score
+    (and, when the public part decides, whether it passes) on the current test set, the
+    figures a leaderboard or "your best" may show instead of full scores. None when the viewer
+    may see full scores (no split, an instructor, after the deadline or the reveal)."""
+    split = get_split(session, exercise=exercise)
+    if private_visible(exercise, split, viewer=viewer):
+        return None
+    assert split is not None
+    query = (
+        select(Submission.user_id, func.max(ResultParts.public_score),
+               func.max(cast(ResultParts.public_passed, Integer)))
+        .join(ResultParts, ResultParts.submission_id == Submission.id)
+        .where(Submission.exercise_id == exercise.id,
+               ResultParts.testset_version == exercise.testset_version)
+        .group_by(Submission.user_id)
+    )
+    if user_id is not None:
+        query = query.where(Submission.user_id == user_id)
+    public_rule = split.pass_rule == PassRule.PUBLIC
+    return {
+        uid: (score, bool(passed) if public_rule else None)
+        for uid, score, passed in session.execute(query)
+    }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import (
@@ -25,6 +25,7 @@ from grader.auth.models import Role, User
 from grader.errors import Forbidden
 from grader.exercises.models import Exercise, LeaderboardVisibility
 from grader.grading.failures import FailureKind
+from grader.integrity.split import public_bests
 from grader.leaderboard.models import StandingRow
 from grader.submissions.models import Result, Status, Submission
 
@@ -221,12 +222,35 @@ def leaderboard(session: Session, *, exercise: Exercise, viewer: User) -> list[L
     if visibility is LeaderboardVisibility.HIDDEN and not viewer.is_instructor:
         raise Forbidden("The leaderboard of this exercise is visible to instructors only.")
     reveal = viewer.is_instructor or visibility is LeaderboardVisibility.PUBLIC
+    ranked = standings(session, exercise=exercise)
+    # A public/private split hides full scores from students until its reveal: they are
+    # ranked by their best public score, as on Kaggle's public leaderboard.
+    public = public_bests(session, exercise=exercise, viewer=viewer)
+    if public is not None:
+        ranked = _ranked_by_public(ranked, public)
     rows = []
-    for position, s in enumerate(standings(session, exercise=exercise), start=1):
+    for position, s in enumerate(ranked, start=1):
         is_me = s.user_id == viewer.id
         name = s.display_name or s.username if reveal or is_me else f"Student {position}"
         rows.append(LeaderboardRow(s.rank, name, s.best_score, s.passed, s.attempts, is_me))
     return rows
+
+
+def _ranked_by_public(
+    ranked: list[Standing], public: dict[int, tuple[float | None, bool | None]]
+) -> list[Standing]:
+    shown = [
+        replace(s, best_score=public.get(s.user_id, (None, None))[0],
+                passed=bool(public.get(s.user_id, (None, None))[1]))
+        for s in ranked
+    ]
+    shown.sort(key=lambda s: (s.best_score is None, -(s.best_score or 0.0)))
+    rank = 0
+    for i, s in enumerate(shown):
+        if s.best_score is not None and (i == 0 or s.best_score != shown[i - 1].best_score):
+            rank = i + 1
+        s.rank = rank if s.best_score is not None else None
+    return shown
 
 
 def grades_csv(session: Session, *, exercise: Exercise) -> str:

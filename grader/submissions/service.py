@@ -19,6 +19,8 @@ from grader.errors import Conflict, Forbidden, NotFound, RateLimited
 from grader.exercises.models import Exercise, LatePolicy
 from grader.grading.failures import FailureKind
 from grader.integrity.changes import keep_replaced_results
+from grader.integrity.models import Split
+from grader.integrity.split import public_bests
 from grader.leaderboard.service import recompute_standings
 from grader.submissions.models import (
     TERMINAL,
@@ -309,7 +311,17 @@ def best_scores(session: Session, *, user: User) -> dict[int, tuple[float | None
         .where(Submission.user_id == user.id)
         .group_by(Submission.exercise_id)
     )
-    return {ex_id: (score, bool(passed)) for ex_id, score, passed in rows}
+    best = {ex_id: (score, bool(passed)) for ex_id, score, passed in rows}
+    # Where a public/private split still hides full scores from this user: the public best.
+    for exercise in session.scalars(
+        select(Exercise).join(Split, Split.exercise_id == Exercise.id)
+        .where(Exercise.id.in_(list(best)))
+    ):
+        public = public_bests(session, exercise=exercise, viewer=user, user_id=user.id)
+        if public is not None:
+            score, passed = public.get(user.id, (None, None))
+            best[exercise.id] = (score, bool(passed))
+    return best
 
 
 def rescore_submissions(

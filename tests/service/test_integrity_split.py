@@ -83,6 +83,12 @@ def test_one_run_scores_both_parts_and_students_see_the_public_one_until_the_rev
     assert own["passed"] is None and own["result"]["per_keypoint_rmse_px"] is None
     [listed] = student.get(f"/api/v1/submissions?exercise={slug}").json()["items"]
     assert listed["score"] == public
+    # "Your best" and the leaderboard rank students by their public score, too.
+    assert student.get(f"/api/v1/exercises/{slug}").json()["my_best_score"] == public
+    [entry] = student.get(f"/api/v1/exercises/{slug}/leaderboard").json()["entries"]
+    assert entry["is_me"] and entry["best_score"] == public and entry["rank"] == 1
+    [seen_by_staff] = admin.get(f"/api/v1/exercises/{slug}/leaderboard").json()["entries"]
+    assert seen_by_staff["best_score"] == full
     assert admin.get(f"/api/v1/submissions/{sid}").json()["score"] == full
     for path in (f"/api/v1/exercises/{slug}/parts", f"/api/v1/exercises/{slug}/parts.csv",
                  f"/api/v1/exercises/{slug}/split"):
@@ -99,6 +105,9 @@ def test_one_run_scores_both_parts_and_students_see_the_public_one_until_the_rev
     assert revealed["private_score"] == private and revealed["score"] == full
     assert revealed["passed"] is False
     assert student.get(f"/api/v1/submissions/{sid}").json()["score"] == full
+    assert student.get(f"/api/v1/exercises/{slug}").json()["my_best_score"] == full
+    [entry] = student.get(f"/api/v1/exercises/{slug}/leaderboard").json()["entries"]
+    assert entry["best_score"] == full
 
 
 def test_a_split_is_checked(admin: Api, make_exercise: Any) -> None:
