@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
+from grader.auth.models import User
 from grader.config import Settings
 from grader.deps import CurrentUser, InstructorUser, PublishDep, SessionDep, SettingsDep
 from grader.errors import api_errors, error_responses
@@ -106,6 +107,16 @@ def submission_events(
 ) -> StreamingResponse:
     """Server-sent events: `submission` (the same JSON as the GET) at once and on every
     change, then `end` once it is graded. 429 beyond the open streams allowed per user."""
+    return submission_event_stream(
+        session, user=user, submission_id=submission_id, settings=settings
+    )
+
+
+def submission_event_stream(
+    session: Session, *, user: User, submission_id: int, settings: Settings
+) -> StreamingResponse:
+    """The stream of one submission for `user`, after the same visibility check as the GET
+    and the per-user stream limit: the API's and the page's."""
     events.submission_state(session, user=user, submission_id=submission_id, settings=settings)
     events.check_stream_allowed(settings, user=user)
     viewer = events.StreamViewer.of(user)

@@ -23,7 +23,7 @@ from grader.submissions import service as submissions
 from grader.submissions.intake import take_upload
 from grader.submissions.models import TERMINAL, Submission
 from grader.submissions.preview import PREVIEW_IMAGES, preview_samples, stored_preview
-from grader.submissions.router import event_stream_response, submission_json, submission_view
+from grader.submissions.router import submission_event_stream, submission_view
 from grader.submissions.schemas import SubmissionOut
 from grader.web import session as web_session
 from grader.web.charts import breakdown_bars, confusion_cells
@@ -288,14 +288,8 @@ def submission_events(
     submission_id: int, user: PageUser, session: SessionDep, settings: SettingsDep
 ) -> Response:
     """The page's live updates (server-sent events): the same stream as the API's."""
-    events.submission_state(session, user=user, submission_id=submission_id, settings=settings)
-    events.check_stream_allowed(settings, user=user)
-    viewer = events.StreamViewer.of(user)
-    return event_stream_response(
-        events.stream(
-            settings, viewer=viewer, submission_id=submission_id,
-            body=submission_json(submission_id, viewer, settings),
-        )
+    return submission_event_stream(
+        session, user=user, submission_id=submission_id, settings=settings
     )
 
 
