@@ -267,10 +267,19 @@ class QueueSnapshots:
         self._snaps: dict[str, tuple[float, QueueSnapshot]] = {}
         self._durations: dict[str, tuple[float, dict[int, list[float]]]] = {}
 
-    def get(self, session: Session, queue: str) -> QueueSnapshot:
+    def get(
+        self, session: Session, queue: str, *, since: datetime | None = None
+    ) -> QueueSnapshot:
+        """The queue's snapshot, at most a second old, and taken after `since` (a
+        submission's upload or claim) so that a submission just sent or claimed is in it:
+        each such moment costs one rebuild at most."""
         with self._lock:
             cached = self._snaps.get(queue)
-            if cached is not None and time.monotonic() - cached[0] < SNAPSHOT_MAX_AGE_S:
+            if (
+                cached is not None
+                and time.monotonic() - cached[0] < SNAPSHOT_MAX_AGE_S
+                and (since is None or cached[1].taken_at >= since)
+            ):
                 return cached[1]
             workers = live_workers(self.settings).slots(queue)
             durations = self._cached_durations(session, queue)
@@ -308,7 +317,10 @@ def queue_info(session: Session, *, submission: Submission, settings: Settings) 
     """Position and ETA of a QUEUED or RUNNING submission; None once it has ended."""
     if submission.status not in (Status.QUEUED.value, Status.RUNNING.value):
         return None
-    snap = snapshots(settings).get(session, submission.exercise.queue)
+    snap = snapshots(settings).get(
+        session, submission.exercise.queue,
+        since=submission.started_at or submission.created_at,
+    )
     info = snap.info(submission.id)
     if info is None:
         # Uploaded (or claimed) after the snapshot was taken: the end of the line for now.
