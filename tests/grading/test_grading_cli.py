@@ -104,14 +104,14 @@ def test_cuda_on_a_cpu_machine_exits_2(env: dict[str, str]) -> None:
 def test_invalid_settings_exit_2_naming_the_variable(
     env: dict[str, str], command: list[str]
 ) -> None:
-    bad = {**env, "GRADER_DEVICE": "tpu", "GRADER_WORKER_CONCURRENCY": "0"}
+    bad = {**env, "GRADER_DEVICE": "tpu", "GRADER_WORKER_CONCURRENCY": "-1"}
     result = subprocess.run(
         ["grader", *command], capture_output=True, text=True, env=bad, timeout=60
     )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert "GRADER_DEVICE='tpu'" in result.stderr
-    assert "GRADER_WORKER_CONCURRENCY='0'" in result.stderr
+    assert "GRADER_WORKER_CONCURRENCY='-1'" in result.stderr
 
 
 @pytest.mark.parametrize("command", [["serve"], ["migrate"], ["users", "list"]])

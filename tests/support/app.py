@@ -27,7 +27,7 @@ def test_settings(data_dir: Path, *, broker_url: str, database_url: str | None =
         admin_password=ADMIN_PASSWORD,
         sweeper_enabled=False,
         environment="test",
-        **overrides,
+        **{"worker_concurrency": 1, **overrides},
     )
     bootstrap(settings, demo=False)
     return settings
