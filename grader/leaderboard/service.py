@@ -6,16 +6,19 @@ import csv
 import io
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import lru_cache
 
 from sqlalchemy import (
     ColumnElement,
+    Delete,
+    Insert,
     Integer,
+    bindparam,
     case,
     delete,
     false,
     func,
     insert,
-    literal,
     or_,
     select,
 )
@@ -75,9 +78,26 @@ def recompute_standings(session: Session, exercise_id: int, user_id: int | None 
         session.execute(
             select(User.id).where(User.id == user_id).with_for_update(key_share=True)
         ).all()
-    scope = [Submission.exercise_id == exercise_id]
+    replace_old, insert_new = _standings_statements(per_user=user_id is not None)
+    params = {"exercise_id": exercise_id}
     if user_id is not None:
-        scope.append(Submission.user_id == user_id)
+        params["user_id"] = user_id
+    # On the session's connection, as plain SQL: with parameters, the ORM would read the
+    # insert-from-select as a bulk insert of rows.
+    connection = session.connection()
+    connection.execute(replace_old, params)
+    connection.execute(insert_new, params)
+
+
+@lru_cache(maxsize=2)
+def _standings_statements(*, per_user: bool) -> tuple[Delete, Insert]:
+    """The delete and the insert-from-select that rewrite standings, built once (with bound
+    parameters): building them is most of the cost of a recompute, which every upload and
+    every result pays."""
+    exercise_id = bindparam("exercise_id", type_=Integer)
+    scope = [Submission.exercise_id == exercise_id]
+    if per_user:
+        scope.append(Submission.user_id == bindparam("user_id", type_=Integer))
     totals = (
         select(
             Submission.user_id.label("user_id"),
@@ -110,7 +130,7 @@ def recompute_standings(session: Session, exercise_id: int, user_id: int | None 
     best = select(ranked).where(ranked.c.place == 1).subquery()
     rows = (
         select(
-            literal(exercise_id, Integer),
+            exercise_id,
             totals.c.user_id,
             totals.c.attempts,
             totals.c.last_submitted_at,
@@ -123,26 +143,24 @@ def recompute_standings(session: Session, exercise_id: int, user_id: int | None 
         .select_from(totals.outerjoin(best, best.c.user_id == totals.c.user_id))
         .where(totals.c.attempts > 0)
     )
-    old = delete(StandingRow).where(StandingRow.exercise_id == exercise_id)
-    if user_id is not None:
-        old = old.where(StandingRow.user_id == user_id)
-    session.execute(old)
-    session.execute(
-        insert(StandingRow).from_select(
-            [
-                "exercise_id",
-                "user_id",
-                "attempts",
-                "last_submitted_at",
-                "best_result_id",
-                "best_score",
-                "passed",
-                "best_submitted_at",
-                "best_late",
-            ],
-            rows,
-        )
+    old = delete(StandingRow).where(StandingRow.exercise_id == bindparam("exercise_id"))
+    if per_user:
+        old = old.where(StandingRow.user_id == bindparam("user_id"))
+    new = insert(StandingRow).from_select(
+        [
+            "exercise_id",
+            "user_id",
+            "attempts",
+            "last_submitted_at",
+            "best_result_id",
+            "best_score",
+            "passed",
+            "best_submitted_at",
+            "best_late",
+        ],
+        rows,
     )
+    return old, new
 
 
 def standings(session: Session, *, exercise: Exercise) -> list[Standing]:
