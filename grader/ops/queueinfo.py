@@ -291,10 +291,16 @@ class QueueSnapshots:
             return snap
 
     def _cached_durations(self, session: Session, queue: str) -> dict[int, list[float]]:
-        cached = self._durations.get(queue)
-        if cached is not None and time.monotonic() - cached[0] < DURATIONS_MAX_AGE_S:
-            return cached[1]
         ids = list(session.scalars(select(Exercise.id).where(Exercise.queue == queue)))
+        cached = self._durations.get(queue)
+        if cached is not None:
+            age = time.monotonic() - cached[0]
+            # Durations change slowly once an exercise has a history; without one, the
+            # estimate falls back to a default until the first gradings land, so look again
+            # as often as the snapshot is rebuilt.
+            complete = all(cached[1].get(i) for i in ids)
+            if age < (DURATIONS_MAX_AGE_S if complete else SNAPSHOT_MAX_AGE_S):
+                return cached[1]
         durations = recent_durations(session, exercise_ids=ids, history=self.settings.eta_history)
         self._durations[queue] = (time.monotonic(), durations)
         return durations
