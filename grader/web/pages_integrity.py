@@ -9,7 +9,7 @@ from starlette.responses import RedirectResponse, Response
 from grader.deps import SessionDep
 from grader.errors import Invalid
 from grader.exercises import service as exercises
-from grader.integrity import changes, service
+from grader.integrity import changes, service, split
 from grader.web.core import CsrfForm, PageInstructor, WebRoute, render
 
 router = APIRouter(prefix="/instructor", route_class=WebRoute, include_in_schema=False)
@@ -73,4 +73,50 @@ def changes_csv(slug: str, _: PageInstructor, session: SessionDep) -> Response:
         content=changes.changes_csv(session, exercise=exercise),
         media_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{slug}-testset-changes.csv"'},
+    )
+
+
+@router.get("/exercises/{slug}/split")
+def split_page(request: Request, slug: str, _: PageInstructor, session: SessionDep) -> Response:
+    exercise = exercises.get_exercise(session, slug=slug)
+    current = split.get_split(session, exercise=exercise)
+    return render(
+        request,
+        "instructor/split.html",
+        {
+            "exercise": exercise,
+            "split": current,
+            "rules": [r.value for r in split.PassRule],
+            "rows": split.instructor_rows(session, exercise=exercise),
+        },
+    )
+
+
+@router.post("/exercises/{slug}/split", dependencies=[CsrfForm])
+async def save_split(
+    request: Request, slug: str, _: PageInstructor, session: SessionDep
+) -> Response:
+    form = await request.form()
+    exercise = exercises.get_exercise(session, slug=slug)
+    if form.get("reveal") is not None:
+        split.reveal(session, exercise=exercise, revealed=form.get("reveal") != "0")
+    else:
+        try:
+            percent = float(str(form.get("private_percent") or "0"))
+        except ValueError:
+            raise Invalid("The private part is a percentage, e.g. 30.") from None
+        split.set_split(
+            session, exercise=exercise, private_fraction=percent / 100.0,
+            pass_rule=str(form.get("pass_rule") or "full"),
+        )
+    return RedirectResponse(f"/instructor/exercises/{slug}/split", status_code=303)
+
+
+@router.get("/exercises/{slug}/parts.csv")
+def parts_csv(slug: str, _: PageInstructor, session: SessionDep) -> Response:
+    exercise = exercises.get_exercise(session, slug=slug)
+    return Response(
+        content=split.parts_csv(session, exercise=exercise),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{slug}-parts.csv"'},
     )

@@ -4,6 +4,7 @@ private score before the reveal."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +118,39 @@ def test_a_split_is_checked(admin: Api, make_exercise: Any) -> None:
                  {"private_fraction": 0.3, "pass_rule": "best"}):
         assert admin.put(f"/api/v1/exercises/{slug}/split", json=body).status_code == 422, body
     assert admin.post(f"/api/v1/exercises/{slug}/split/reveal").status_code == 422
+
+
+def test_the_split_is_set_and_revealed_from_the_instructor_page(
+    settings: Settings, admin: Api, make_student: Any, make_exercise: Any, model: Path
+) -> None:
+    from tests.service.test_integrity import _web
+
+    slug = make_exercise()
+    student = make_student()
+    teacher = _web(admin)
+    page = teacher.get(f"/instructor/exercises/{slug}/split")
+    assert page.status_code == 200 and 'id="split-form"' in page.text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert csrf
+    saved = teacher.post(f"/instructor/exercises/{slug}/split", data={
+        "csrf_token": csrf.group(1), "private_percent": "50", "pass_rule": "public"})
+    assert saved.status_code == 303, saved.text
+    # The same rule as the API's: what the page set is what the API reads.
+    assert admin.get(f"/api/v1/exercises/{slug}/split").json()["private_fraction"] == 0.5
+    refused = teacher.post(f"/instructor/exercises/{slug}/split", data={
+        "csrf_token": csrf.group(1), "private_percent": "100", "pass_rule": "full"})
+    assert refused.status_code == 422
+    sid = int(student.upload(slug, model).json()["id"])
+    grading.grade_submission(settings, sid)
+    page = teacher.get(f"/instructor/exercises/{slug}/split").text
+    assert f'href="/submissions/{sid}"' in page and 'id="reveal-form"' in page
+    exported = teacher.get(f"/instructor/exercises/{slug}/parts.csv").text.splitlines()
+    assert exported[0].startswith("username,submission_id,score,public_score")
+    assert exported[1].split(",")[1] == str(sid)
+    hidden = student.get(f"/api/v1/submissions/{sid}/scores").json()
+    assert hidden["private_hidden"] is True
+    teacher.post(f"/instructor/exercises/{slug}/split",
+                 data={"csrf_token": csrf.group(1), "reveal": "1"})
+    assert student.get(f"/api/v1/submissions/{sid}/scores").json()["private_hidden"] is False
+    # Students cannot open it.
+    assert _web(student).get(f"/instructor/exercises/{slug}/split").status_code == 403
