@@ -283,3 +283,22 @@ def public_bests(
         uid: (score, bool(passed) if public_rule else None)
         for uid, score, passed in session.execute(query)
     }
+
+
+def best_parts(
+    session: Session, *, exercise: Exercise, result_ids: list[int]
+) -> dict[int, tuple[float | None, float | None, bool]] | None:
+    """For the grade export: each of these results' public and private scores and its verdict
+    under the pass rule. None when the exercise has no private part."""
+    split = get_split(session, exercise=exercise)
+    if split is None or split.private_fraction == 0.0:
+        return None
+    rows = session.execute(
+        select(Result, ResultParts)
+        .join(ResultParts, ResultParts.submission_id == Result.submission_id)
+        .where(Result.id.in_(result_ids))
+    )
+    return {
+        result.id: (parts.public_score, parts.private_score, decisive(split, parts, result))
+        for result, parts in rows
+    }

@@ -28,7 +28,7 @@ from grader.auth.models import Role, User
 from grader.errors import Forbidden
 from grader.exercises.models import Exercise, LeaderboardVisibility
 from grader.grading.failures import FailureKind
-from grader.integrity.split import public_bests
+from grader.integrity.split import best_parts, public_bests
 from grader.leaderboard.models import StandingRow
 from grader.submissions.models import Result, Status, Submission
 
@@ -274,6 +274,11 @@ def _ranked_by_public(
 def grades_csv(session: Session, *, exercise: Exercise) -> str:
     """One row per student on the roster (submitted or not)."""
     by_user = {s.user_id: s for s in standings(session, exercise=exercise)}
+    # With a public/private split, both parts of each best result, and the verdict its pass
+    # rule gives.
+    parts = best_parts(session, exercise=exercise, result_ids=[
+        s.best_result_id for s in by_user.values() if s.best_result_id is not None
+    ])
     students = session.execute(
         select(User.id, User.username, User.student_id, User.display_name)
         .where(User.role == Role.STUDENT.value)
@@ -291,20 +296,30 @@ def grades_csv(session: Session, *, exercise: Exercise) -> str:
             "submitted_at",
             "attempts",
             "late",
+            *(["public_score", "private_score"] if parts is not None else []),
         ]
     )
     for user_id, username, student_id, display_name in students:
         s = by_user.get(user_id)
+        passed = s is not None and s.passed
+        extra: list[str] = []
+        if parts is not None:
+            public, private, passed_by_rule = parts.get(
+                s.best_result_id if s is not None and s.best_result_id else -1, (None, None, False)
+            )
+            passed = s is not None and passed_by_rule
+            extra = ["" if v is None else repr(v) for v in (public, private)]
         writer.writerow(
             [
                 username,
                 student_id or "",
                 display_name,
                 "" if s is None or s.best_score is None else repr(s.best_score),
-                "true" if s is not None and s.passed else "false",
+                "true" if passed else "false",
                 "" if s is None or s.best_submitted_at is None else s.best_submitted_at.isoformat(),
                 0 if s is None else s.attempts,
                 "true" if s is not None and s.best_late else "false",
+                *extra,
             ]
         )
     return buffer.getvalue()

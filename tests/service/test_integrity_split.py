@@ -72,6 +72,15 @@ def test_one_run_scores_both_parts_and_students_see_the_public_one_until_the_rev
     assert full == student.get(f"/api/v1/submissions/{reference}").json()["score"]
     mse = (1 / (2 * public) + 1 / (2 * private)) / 2
     assert full == pytest.approx(1 / (2 * mse), rel=1e-9)
+    # The grade export carries both parts, and only this exercise's export has them.
+    import csv
+    import io
+
+    grades = list(csv.DictReader(io.StringIO(
+        admin.get(f"/api/v1/exercises/{slug}/grades.csv").text)))
+    [mine] = [g for g in grades if g["username"] == student.username]
+    assert float(mine["public_score"]) == public and float(mine["private_score"]) == private
+    assert "public_score" not in admin.get(f"/api/v1/exercises/{plain}/grades.csv").text
 
     seen = student.get(f"/api/v1/submissions/{sid}/scores").json()
     assert seen["private_hidden"] is True and seen["private_score"] is None
