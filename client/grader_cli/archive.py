@@ -17,10 +17,12 @@ from pathlib import Path
 
 from grader_cli.errors import CliError, ExitCode
 
+# The client does not know the exercise's input shape: `x` stands for a batch of two example
+# inputs (the exercise page shows the exact line for its kind).
 EXPORT_HINT = (
     "export it with torch.export: torch.export.save(torch.export.export(model.eval(), "
-    "(torch.zeros(2, 1, 96, 96),), dynamic_shapes=({0: torch.export.Dim('batch')},)), "
-    "'model.pt2'); or with TorchScript: torch.jit.script(model).save('model.pt')"
+    "(x,), dynamic_shapes=({0: torch.export.Dim('batch')},)), 'model.pt2') with x a batch of "
+    "two example inputs; or with TorchScript: torch.jit.script(model).save('model.pt')"
 )
 PT2_ENTRIES = ("archive_format", "models/model.json")
 REQUIRED_ENTRIES = ("data.pkl", "constants.pkl", "version")
