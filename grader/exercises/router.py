@@ -7,6 +7,7 @@ from starlette.concurrency import run_in_threadpool
 
 from grader.auth.models import User
 from grader.deps import CurrentUser, InstructorUser, PublishDep, SessionDep, SettingsDep
+from grader.downloads import csv_download
 from grader.errors import api_errors, error_responses
 from grader.exercises import service
 from grader.exercises.models import Exercise
@@ -166,8 +167,4 @@ def rescore_exercise(
 )
 def export_grades(slug: str, _: InstructorUser, session: SessionDep) -> Response:
     exercise = service.get_exercise(session, slug=slug)
-    return Response(
-        content=grades_csv(session, exercise=exercise),
-        media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{slug}-grades.csv"'},
-    )
+    return csv_download(grades_csv(session, exercise=exercise), f"{slug}-grades.csv")

@@ -10,6 +10,7 @@ from fastapi.responses import Response
 
 from grader.auth.models import User
 from grader.deps import CurrentUser, InstructorUser, SessionDep
+from grader.downloads import csv_download
 from grader.errors import NotFound, error_responses
 from grader.exercises.models import Exercise
 from grader.exercises.service import get_exercise
@@ -53,11 +54,7 @@ def similar(slug: str, _: InstructorUser, session: SessionDep) -> SimilarOut:
 )
 def similar_csv(slug: str, _: InstructorUser, session: SessionDep) -> Response:
     exercise = get_exercise(session, slug=slug)
-    return Response(
-        content=service.similar_csv(session, exercise=exercise),
-        media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{slug}-similar.csv"'},
-    )
+    return csv_download(service.similar_csv(session, exercise=exercise), f"{slug}-similar.csv")
 
 
 @router.put(
@@ -156,8 +153,4 @@ def submission_scores(submission_id: int, user: CurrentUser, session: SessionDep
 )
 def result_parts_csv(slug: str, _: InstructorUser, session: SessionDep) -> Response:
     exercise = get_exercise(session, slug=slug)
-    return Response(
-        content=split.parts_csv(session, exercise=exercise),
-        media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{slug}-parts.csv"'},
-    )
+    return csv_download(split.parts_csv(session, exercise=exercise), f"{slug}-parts.csv")

@@ -19,6 +19,7 @@ from starlette.responses import RedirectResponse, Response
 from grader.auth import service as auth_service
 from grader.auth.models import Role, User
 from grader.deps import PublishDep, SessionDep, SettingsDep
+from grader.downloads import csv_download
 from grader.errors import Invalid
 from grader.exercises import service as exercises
 from grader.exercises.models import LatePolicy, LeaderboardVisibility
@@ -243,11 +244,7 @@ def rescore(
 @router.get("/exercises/{slug}/grades.csv")
 def grades(slug: str, _: PageInstructor, session: SessionDep) -> Response:
     exercise = exercises.get_exercise(session, slug=slug)
-    return Response(
-        content=grades_csv(session, exercise=exercise),
-        media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{slug}-grades.csv"'},
-    )
+    return csv_download(grades_csv(session, exercise=exercise), f"{slug}-grades.csv")
 
 
 @router.get("/exercises/{slug}/students/{username}")

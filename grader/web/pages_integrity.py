@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
 from grader.deps import SessionDep
+from grader.downloads import csv_download
 from grader.errors import Invalid
 from grader.exercises import service as exercises
 from grader.integrity import changes, service, split
@@ -33,11 +34,7 @@ def similar_page(request: Request, slug: str, _: PageInstructor, session: Sessio
 @router.get("/exercises/{slug}/similar.csv")
 def similar_csv(slug: str, _: PageInstructor, session: SessionDep) -> Response:
     exercise = exercises.get_exercise(session, slug=slug)
-    return Response(
-        content=service.similar_csv(session, exercise=exercise),
-        media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{slug}-similar.csv"'},
-    )
+    return csv_download(service.similar_csv(session, exercise=exercise), f"{slug}-similar.csv")
 
 
 @router.post("/exercises/{slug}/baseline", dependencies=[CsrfForm])
@@ -69,11 +66,8 @@ def changes_page(request: Request, slug: str, _: PageInstructor, session: Sessio
 @router.get("/exercises/{slug}/changes.csv")
 def changes_csv(slug: str, _: PageInstructor, session: SessionDep) -> Response:
     exercise = exercises.get_exercise(session, slug=slug)
-    return Response(
-        content=changes.changes_csv(session, exercise=exercise),
-        media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{slug}-testset-changes.csv"'},
-    )
+    content = changes.changes_csv(session, exercise=exercise)
+    return csv_download(content, f"{slug}-testset-changes.csv")
 
 
 @router.get("/exercises/{slug}/split")
@@ -115,8 +109,4 @@ async def save_split(
 @router.get("/exercises/{slug}/parts.csv")
 def parts_csv(slug: str, _: PageInstructor, session: SessionDep) -> Response:
     exercise = exercises.get_exercise(session, slug=slug)
-    return Response(
-        content=split.parts_csv(session, exercise=exercise),
-        media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{slug}-parts.csv"'},
-    )
+    return csv_download(split.parts_csv(session, exercise=exercise), f"{slug}-parts.csv")
