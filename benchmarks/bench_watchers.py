@@ -94,6 +94,8 @@ async def watch(mode: str, client: httpx.AsyncClient, token: str, sid: int,
                     counts["requests"] += 1
                     if response.status_code != 200:
                         counts["refused"] += 1
+                        code = f"refused_{response.status_code}"
+                        counts[code] = counts.get(code, 0) + 1
                         await asyncio.sleep(5)
                         continue
                     async for line in response.aiter_lines():

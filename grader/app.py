@@ -118,7 +118,9 @@ def finite_json(value: Any) -> Any:
 
 
 def make_publish(settings: Settings, publisher: Publisher) -> Publish:
-    def publish(submission_id: int, queue: str, *, preflight: bool = False) -> None:
+    def publish(
+        submission_id: int, queue: str, *, preflight: bool = False, priority: int | None = None
+    ) -> None:
         # Runs after the commit of an upload or a rescore: watchers hear of it (and of the
         # queue behind it) at once.
         submission_changed(settings, submission_id)
@@ -130,7 +132,7 @@ def make_publish(settings: Settings, publisher: Publisher) -> Publish:
                 # grading's own verdict follows.
                 logger.warning("could not send the pre-flight of %s (%s)", submission_id, exc)
         try:
-            publisher.send_grade(submission_id, queue=queue)
+            publisher.send_grade(submission_id, queue=queue, priority=priority)
         except Exception as exc:
             # The row is committed; the sweeper sends it once the broker is back.
             logger.warning("could not publish submission %s (%s)", submission_id, exc)

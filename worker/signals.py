@@ -32,8 +32,13 @@ def _log_sandbox_layers() -> dict[str, bool]:
         return {}
     try:
         from grader.config import get_settings
+        from grader.grading.engine import sandbox_limits
 
-        layers = describe_sandbox_layers(device=get_settings().device)
+        settings = get_settings()
+        # The worker's own limits (its niceness too): the probe is a child like any other.
+        layers = describe_sandbox_layers(
+            device=settings.device, limits=sandbox_limits(settings, time_limit_s=None)
+        )
         for name, active, note in layers:
             logger.info("sandbox layer %-20s %s  %s", name, "ACTIVE" if active else "off", note)
         return {name: active for name, active, _ in layers}

@@ -11,7 +11,9 @@ from grader.grading.sandboxed.confine import landlock_abi
 LAYER_ORDER = ("fork_server", "rlimits", "uid_drop", "netns", "no_new_privs", "landlock")
 
 
-def describe_sandbox_layers(*, device: str = "cpu") -> list[tuple[str, bool, str]]:
+def describe_sandbox_layers(
+    *, device: str = "cpu", limits: sandbox.SandboxLimits | None = None
+) -> list[tuple[str, bool, str]]:
     """(layer, active, note) for every layer, measured by forking a real sandbox child.
 
     Starts this process's fork server if it is not running, so a worker that calls this at
@@ -19,7 +21,7 @@ def describe_sandbox_layers(*, device: str = "cpu") -> list[tuple[str, bool, str
     started = time.perf_counter()
     box = sandbox.get_sandbox()
     try:
-        info = box.probe(device=device)
+        info = box.probe(device=device, limits=limits)
     except Exception as exc:  # the report must come out even when the sandbox cannot start
         abi = landlock_abi()
         return [

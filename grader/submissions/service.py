@@ -35,9 +35,13 @@ from grader.submissions.upload import ReceivedFile
 
 class Publish(Protocol):
     """Called after commit; returns normally once the broker has the grading task.
-    `preflight`: send the quick check at upload first."""
+    `preflight`: send the quick check at upload first. `priority`: the task's broker priority
+    when the caller already knows it (else looked up)."""
 
-    def __call__(self, submission_id: int, queue: str, *, preflight: bool = False) -> None: ...
+    def __call__(
+        self, submission_id: int, queue: str, *, preflight: bool = False,
+        priority: int | None = None,
+    ) -> None: ...
 
 
 # Broker priorities (kombu's Redis transport serves 0 first, FIFO within one priority): a
@@ -187,9 +191,13 @@ def create_submission(
     session.add(submission)
     session.flush()
     recompute_standings(session, exercise.id, user.id)
+    # Decided under the student's lock, in this transaction: no second session after commit.
+    priority = _priority_behind(
+        session, user_id=user.id, queue=exercise.queue, submission_id=submission.id
+    )
     schedule_publish(
         session, submission_id=submission.id, queue=exercise.queue, publish=publish,
-        preflight=preflight,
+        preflight=preflight, priority=priority,
     )
     return submission
 
@@ -212,6 +220,10 @@ def queue_priority(session: Session, *, submission_id: int) -> int:
     if row is None:
         return FIRST_IN_LINE
     user_id, queue = row
+    return _priority_behind(session, user_id=user_id, queue=queue, submission_id=submission_id)
+
+
+def _priority_behind(session: Session, *, user_id: int, queue: str, submission_id: int) -> int:
     earlier = session.scalar(
         select(Submission.id)
         .join(Exercise, Exercise.id == Submission.exercise_id)
@@ -227,9 +239,12 @@ def queue_priority(session: Session, *, submission_id: int) -> int:
 
 
 def schedule_publish(
-    session: Session, *, submission_id: int, queue: str, publish: Publish, preflight: bool = False
+    session: Session, *, submission_id: int, queue: str, publish: Publish, preflight: bool = False,
+    priority: int | None = None,
 ) -> None:
-    after_commit(session, lambda: publish(submission_id, queue, preflight=preflight))
+    after_commit(
+        session, lambda: publish(submission_id, queue, preflight=preflight, priority=priority)
+    )
 
 
 MAX_ID = MAX_ROW_ID

@@ -291,3 +291,41 @@ def test_a_classification_exercise_grades_through_the_cli_unchanged(
     assert result.json()["score"] == api["score"] >= 80.0
     shown = logged_in("status", str(api["id"]))
     assert shown.code == PASSED and f"{api['score']:.4f}" in shown.stdout
+
+
+def test_the_private_score_stays_out_of_the_cli_until_the_reveal(
+    logged_in: CliRunner, live_server: LiveServer
+) -> None:
+    slug = "split-cli"
+    with live_server.admin_client() as admin:
+        created = admin.post("/api/v1/exercises", json={
+            "slug": slug, "title": "Split", "use_demo_test_set": True, "daily_limit": None})
+        assert created.status_code == 201, created.text
+        split = admin.put(f"/api/v1/exercises/{slug}/split",
+                          json={"private_fraction": 0.4, "pass_rule": "private"})
+        assert split.status_code == 200, split.text
+
+    submitted = logged_in("submit", str(DUMMY), "--exercise", slug, "--wait", "--json",
+                          timeout=300)
+    sid = submitted.json()["id"]
+    with live_server.admin_client() as admin:
+        scores = admin.get(f"/api/v1/submissions/{sid}/scores").json()
+    private, public = scores["private_score"], scores["public_score"]
+    assert private is not None and public is not None and private != public
+    outputs = [
+        submitted,
+        logged_in("status", str(sid)), logged_in("status", str(sid), "--json"),
+        logged_in("history", "--exercise", slug),
+        logged_in("history", "--exercise", slug, "--json"),
+        logged_in("leaderboard", slug), logged_in("leaderboard", slug, "--json"),
+        logged_in("exercises"), logged_in("exercises", "--json"),
+    ]
+    for result in outputs:
+        text = result.stdout + result.stderr
+        assert f"{private:.4f}" not in text and repr(private) not in text, result
+    # Before the reveal the private part decides nothing a student sees: no verdict yet.
+    assert f"{public:.4f}" in outputs[1].stdout
+
+    with live_server.admin_client() as admin:
+        assert admin.post(f"/api/v1/exercises/{slug}/split/reveal").status_code == 200
+    assert logged_in("status", str(sid), "--json").json()["score"] == scores["score"]

@@ -279,7 +279,8 @@ def test_production_layout_on_postgresql_and_system_redis(
                 body = api.wait_for_submission(client, sid, timeout=180)
             offline = _evaluate(REFERENCE_MODEL, small_csv)
             assert body["status"] == "PASSED" == offline["status"], body
-            assert body["score"] == pytest.approx(offline["score"], rel=1e-9)
+            # Each run tunes its own plan (see above): equal within the fidelity bound.
+            assert body["score"] == pytest.approx(offline["score"], rel=1e-6)
             with psycopg.connect(db_url.replace("postgresql+psycopg", "postgresql")) as db:
                 row = db.execute(
                     "SELECT count(*) FROM results WHERE submission_id = %s", (sid,)

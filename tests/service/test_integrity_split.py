@@ -50,7 +50,8 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_one_run_scores_both_parts_and_students_see_the_public_one_until_the_reveal(
-    settings: Settings, admin: Api, make_student: Any, make_exercise: Any, model: Path
+    settings: Settings, admin: Api, make_student: Any, make_exercise: Any, model: Path,
+    small_test_set: Path,
 ) -> None:
     plain, slug = make_exercise(), make_exercise()
     response = admin.put(f"/api/v1/exercises/{slug}/split",
@@ -70,6 +71,11 @@ def test_one_run_scores_both_parts_and_students_see_the_public_one_until_the_rev
     # The full score is the course's, unchanged by the split: the same as without one, and
     # the mean of the two parts' per-image MSEs.
     assert full == student.get(f"/api/v1/submissions/{reference}").json()["score"]
+    from grader.grading.testdata.testsets import load_test_set
+    from tests.support.course import course_score
+
+    test_set = load_test_set(small_test_set, cache_dir=settings.cache_dir)
+    assert full == pytest.approx(course_score(model, test_set), rel=1e-5)
     mse = (1 / (2 * public) + 1 / (2 * private)) / 2
     assert full == pytest.approx(1 / (2 * mse), rel=1e-9)
     # The grade export carries both parts, and only this exercise's export has them.
@@ -108,6 +114,18 @@ def test_one_run_scores_both_parts_and_students_see_the_public_one_until_the_rev
     # Instructors see both parts at once.
     mine = admin.get(f"/api/v1/submissions/{sid}/scores").json()
     assert mine["private_score"] == private and mine["score"] == full
+
+    # Nor on any of the student's pages (scores are shown with two decimals there).
+    from grader.web.formatting import format_score
+    from tests.service.test_integrity import _web
+
+    browser = _web(student)
+    for path in (f"/submissions/{sid}", "/submissions", f"/exercises/{slug}",
+                 f"/exercises/{slug}/leaderboard", "/exercises"):
+        page = browser.get(path)
+        assert page.status_code == 200, path
+        assert format_score(private) not in page.text and repr(private) not in page.text, path
+    assert format_score(public) in browser.get(f"/submissions/{sid}").text
 
     assert admin.post(f"/api/v1/exercises/{slug}/split/reveal").status_code == 200
     revealed = student.get(f"/api/v1/submissions/{sid}/scores").json()
@@ -163,3 +181,71 @@ def test_the_split_is_set_and_revealed_from_the_instructor_page(
     assert student.get(f"/api/v1/submissions/{sid}/scores").json()["private_hidden"] is False
     # Students cannot open it.
     assert _web(student).get(f"/instructor/exercises/{slug}/split").status_code == 403
+
+
+def test_the_private_score_appears_by_itself_once_the_deadline_has_passed(
+    settings: Settings, admin: Api, make_student: Any, make_exercise: Any, model: Path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    slug = make_exercise()
+    assert admin.put(f"/api/v1/exercises/{slug}/split",
+                     json={"private_fraction": 0.5}).status_code == 200
+    student = make_student()
+    sid = int(student.upload(slug, model).json()["id"])
+    grading.grade_submission(settings, sid)
+    hidden = student.get(f"/api/v1/submissions/{sid}/scores").json()
+    assert hidden["private_hidden"] is True and hidden["private_score"] is None
+    soon = datetime.now(UTC) + timedelta(hours=1)
+    assert admin.patch(f"/api/v1/exercises/{slug}",
+                       json={"deadline": soon.isoformat()}).status_code == 200
+    assert student.get(f"/api/v1/submissions/{sid}/scores").json()["private_hidden"] is True
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    assert admin.patch(f"/api/v1/exercises/{slug}",
+                       json={"deadline": past.isoformat()}).status_code == 200
+    # No reveal by anyone: the deadline alone shows it.
+    shown = student.get(f"/api/v1/submissions/{sid}/scores").json()
+    assert shown["private_hidden"] is False and shown["private_score"] is not None
+    assert admin.get(f"/api/v1/exercises/{slug}/split").json()["revealed_at"] is None
+
+
+def test_the_admin_cli_sets_the_split_exports_the_parts_and_reveals(
+    settings: Settings, admin: Api, make_student: Any, make_exercise: Any, model: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from click.testing import CliRunner
+
+    from grader.cli import main
+    from grader.config import get_settings
+
+    slug = make_exercise()
+    student = make_student()
+    monkeypatch.setenv("GRADER_DATABASE_URL", settings.sqlalchemy_url)
+    monkeypatch.setenv("GRADER_DATA_DIR", str(settings.data_dir))
+    get_settings.cache_clear()
+    try:
+        refused = CliRunner().invoke(main, ["integrity", "split", slug, "--private-fraction", "1"])
+        made = CliRunner().invoke(main, ["integrity", "split", slug, "--private-fraction",
+                                         "0.25", "--pass-rule", "public"])
+        sid = int(student.upload(slug, model).json()["id"])
+        grading.grade_submission(settings, sid)
+        hidden = student.get(f"/api/v1/submissions/{sid}/scores").json()
+        exported = CliRunner().invoke(main, ["integrity", "parts", slug])
+        changed = CliRunner().invoke(main, ["integrity", "changes", slug])
+        revealed = CliRunner().invoke(main, ["integrity", "reveal", slug])
+        unknown = CliRunner().invoke(main, ["integrity", "parts", "no-such-exercise"])
+    finally:
+        get_settings.cache_clear()
+    assert refused.exit_code != 0 and made.exit_code == 0, (refused.output, made.output)
+    split = admin.get(f"/api/v1/exercises/{slug}/split").json()
+    assert split["private_fraction"] == 0.25 and split["pass_rule"] == "public"
+    assert hidden["private_hidden"] is True
+    lines = exported.output.strip().splitlines()
+    assert exported.exit_code == 0 and lines[0].startswith("username,submission_id,score,")
+    [row] = [line for line in lines[1:] if line.split(",")[1] == str(sid)]
+    [api_row] = admin.get(f"/api/v1/exercises/{slug}/parts").json()
+    assert repr(api_row["private_score"]) in row or f"{api_row['private_score']}" in row
+    assert changed.exit_code == 0 and changed.output.splitlines()[0].count(",") >= 3
+    assert revealed.exit_code == 0, revealed.output
+    assert student.get(f"/api/v1/submissions/{sid}/scores").json()["private_hidden"] is False
+    assert unknown.exit_code != 0

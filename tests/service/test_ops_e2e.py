@@ -49,9 +49,11 @@ def test_a_real_worker_drains_the_queue_in_the_predicted_order(
     slow = write_slow_model(tmp_path / "slow.pt", repeats=150)
     students = [live_server.student_client() for _ in range(5)]
     try:
-        # One grading first: the estimate's history.
-        warm = _upload(students[0], slug, slow)
-        live_server.wait_for_submission(students[0], warm, timeout=300)
+        # Three gradings first: the estimate's history (its median; a fresh worker's first
+        # grading competes with its start-up and is slower than the rest).
+        for _ in range(3):
+            warm = _upload(students[0], slug, slow)
+            live_server.wait_for_submission(students[0], warm, timeout=300)
         # Four students, one upload each: the fair order is the upload order.
         ids = [_upload(c, slug, slow) for c in students[1:]]
         pairs = list(zip(students[1:], ids, strict=True))
@@ -95,6 +97,12 @@ def test_a_real_worker_drains_the_queue_in_the_predicted_order(
         for b in finals if b["id"] in places
     ]  # fmt: skip
     print(f"\nETA error of the predicted finish, per submission (s): {errors}")
+    # Loose on purpose (one grading of history, a shared machine: BENCHMARKS.md measures the
+    # error properly), but an estimate off by its own wait, or by a clock or time-zone slip,
+    # fails here.
+    for b, error in zip([b for b in finals if b["id"] in places], errors, strict=True):
+        waited = (_t(b["finished_at"]) - _t(b["created_at"])).total_seconds()
+        assert abs(error) <= 15 + waited, (b["id"], error, waited)
 
 
 def test_metrics_report_the_real_workers_heartbeat_and_layers(live_server: LiveServer) -> None:

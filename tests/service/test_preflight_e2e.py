@@ -74,18 +74,41 @@ def test_a_broken_model_hears_at_once_behind_a_long_queue(tmp_path: Path) -> Non
             waiting = admin.get("/api/v1/submissions?all_users=true&limit=100").json()["items"]
             assert sum(s["status"] in ("QUEUED", "RUNNING") for s in waiting) >= WAITING - 5
 
+        # The same within 3 s through the CLI (`submit --wait`, process start included) ...
         cli = CliRunner(tmp_path / "home")
-        shown = cli("status", str(sid), "--json",
-                    env={"GRADER_SERVER": server.url, "GRADER_TOKEN": token})
+        cli_env = {"GRADER_SERVER": server.url, "GRADER_TOKEN": token}
+        start = time.monotonic()
+        waited = cli("submit", str(broken), "--exercise", "rush", "--wait", "--json",
+                     env=cli_env, timeout=60)
+        elapsed = time.monotonic() - start
+        assert waited.code == 1 and waited.json()["failure_reason"] == "BAD_OUTPUT", waited
+        assert elapsed < 3.0, elapsed
+        shown = cli("status", str(sid), "--json", env=cli_env)
         assert shown.code == 1 and shown.json()["failure_reason"] == "BAD_OUTPUT", shown
 
+        # ... and through the web form, on the submission's page.
         with httpx.Client(base_url=server.url, follow_redirects=False, timeout=30) as browser:
             login = browser.get("/login")
             sent = browser.post("/login", data={
                 "username": name, "password": password, "csrf_token": csrf_from(login.text),
             })
             assert sent.status_code == 303, sent.text
-            page = browser.get(f"/submissions/{sid}")
-            assert page.status_code == 200 and "BAD_OUTPUT" in page.text
+            csrf = csrf_from(browser.get("/exercises/rush").text)
+            start = time.monotonic()
+            with broken.open("rb") as fh:
+                form = browser.post(
+                    "/exercises/rush/submissions", files={"file": ("wrong_shape.pt", fh)},
+                    headers={"X-CSRF-Token": csrf, "Accept": "application/json"},
+                )
+            assert form.status_code == 202, form.text
+            while True:
+                page = browser.get(f"/submissions/{form.json()['id']}")
+                if "BAD_OUTPUT" in page.text or time.monotonic() - start > 10:
+                    break
+                time.sleep(0.05)
+            elapsed = time.monotonic() - start
+            assert page.status_code == 200 and "BAD_OUTPUT" in page.text, page.text[-2000:]
+            assert elapsed < 3.0, elapsed
+            assert "BAD_OUTPUT" in browser.get(f"/submissions/{sid}").text
     finally:
         server.stop()

@@ -4,6 +4,8 @@ course's loop); a hostile one is a 422 with its reason and nothing is stored."""
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,10 @@ import pytest
 from grader.config import Settings
 from grader.grading.testdata.testsets import load_test_set
 from grader.submissions import grading
+from grader.submissions.preview import PREVIEW_IMAGES
 from tests.sandbox.hostile_pt2 import pickled_sample_inputs, rewrite
+from tests.service.conftest import Api
+from tests.service.test_integrity import _web
 from tests.support.course import course_score
 from tests.support.zoo import export, export_program
 
@@ -43,6 +48,32 @@ def test_both_formats_are_recorded_and_score_alike(
     expected = course_score(both[1], load_test_set(small_test_set))
     for score in scores.values():
         assert abs(score - expected) <= 1e-5 * expected
+
+
+def test_preview_leaderboard_export_and_rescore_treat_a_program_alike(
+    settings: Settings, admin: Api, make_student: Any, make_exercise: Any,
+    both: tuple[Path, Path],
+) -> None:
+    student, slug = make_student(), make_exercise()
+    sid = student.upload(slug, both[1]).json()["id"]
+    grading.grade_submission(settings, sid)
+    first = student.get(f"/api/v1/submissions/{sid}").json()
+    assert first["model_format"] == "pt2" and first["failure_reason"] is None
+    # The picture on the page is drawn from the program's own predictions on public faces.
+    page = _web(student).get(f"/submissions/{sid}").text
+    assert page.count("<circle ") == PREVIEW_IMAGES * 15
+    [entry] = admin.get(f"/api/v1/exercises/{slug}/leaderboard").json()["entries"]
+    assert entry["best_score"] == first["score"]
+    grades = list(csv.DictReader(io.StringIO(
+        admin.get(f"/api/v1/exercises/{slug}/grades.csv").text)))
+    [row] = [g for g in grades if g["username"] == student.username]
+    assert float(row["best_score"]) == pytest.approx(first["score"], rel=1e-9)
+
+    assert admin.post(f"/api/v1/submissions/{sid}/rescore").status_code in (200, 202)
+    grading.grade_submission(settings, sid)
+    again = student.get(f"/api/v1/submissions/{sid}").json()
+    assert again["status"] == first["status"] and again["model_format"] == "pt2"
+    assert again["score"] == pytest.approx(first["score"], rel=1e-5)
 
 
 def test_a_hostile_program_is_refused_at_upload(

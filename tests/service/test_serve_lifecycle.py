@@ -33,6 +33,14 @@ def _descendants(root: int) -> set[int]:
     return found
 
 
+def _nice(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
 def _alive(pids: set[int]) -> set[int]:
     return {pid for pid in pids if Path(f"/proc/{pid}").exists()}
 
@@ -53,6 +61,14 @@ def test_ctrl_c_stops_everything_and_a_restart_keeps_the_data(tmp_path: Path) ->
         assert server.proc is not None
         started = _descendants(server.proc.pid)
         assert len(started) >= 3, started  # at least uvicorn's server, the worker and Redis
+        # Only the model runs yield the cores: the worker's own processes (which hold
+        # SQLite's write lock in their transactions) keep the API's priority.
+        ours = _nice(server.proc.pid)
+        zygotes = {p for p in started if "grader.grading.sandboxed.zygote" in _cmdline(p)}
+        workers = {p for p in started if " worker " in _cmdline(p)} - zygotes
+        assert zygotes and workers, {p: _cmdline(p) for p in started}
+        assert {_nice(p) for p in zygotes} == {min(19, ours + 10)}
+        assert {_nice(p) for p in workers} == {ours}
     finally:
         server.stop()
 

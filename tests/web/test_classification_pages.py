@@ -130,3 +130,21 @@ def test_a_wrong_shape_model_is_told_the_classification_shapes(
     api = _api_view(web_settings, submission_id)
     assert api["failure_reason"] == "BAD_OUTPUT"
     assert "(N, 3, 32, 32)" in api["failure_message"] and "96" not in api["failure_message"]
+
+
+def test_a_kind_without_a_picture_of_its_own_gets_the_generic_preview() -> None:
+    from types import SimpleNamespace
+
+    from grader.web.core import templates
+
+    partial = templates.env.get_template("_preview.html")
+    third = SimpleNamespace(name="regression")
+    html = partial.render(kind=third, preview=[0.25, "<b>1.5</b>"])
+    assert 'src="/samples/regression/0.png"' in html and 'src="/samples/regression/1.png"' in html
+    assert "0.25" in html and "&lt;b&gt;1.5&lt;/b&gt;" in html  # escaped like every value
+    assert "No picture" in partial.render(kind=third, preview=None)
+    # A kind with a partial of its own keeps it.
+    classification = partial.render(
+        kind=get_kind("classification"), preview=[(0, {"label": 3, "confidence": 0.9})]
+    )
+    assert "predicted-label" in classification and "predicted-value" not in classification

@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import torch
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
@@ -15,6 +16,7 @@ from grader.auth import service as auth_service
 from grader.auth.models import ApiToken, Role, User
 from grader.config import Settings
 from grader.db import session_scope
+from grader.submissions import grading
 from grader.submissions.models import Submission
 from tests.support.live_server import ADMIN_PASSWORD
 from tests.web.conftest import PASSWORD, browser, csrf_from, log_in, make_user
@@ -214,3 +216,39 @@ def test_script_in_a_display_name_is_escaped(web_app: TestClient, web_settings: 
     page = _admin(web_app).get("/instructor/users")
     assert "<script>alert(1)</script>" not in page.text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+
+
+class _ScriptRaiser(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 0:
+            raise RuntimeError('<script>alert("model")</script><img src=x onerror=alert(2)>')
+        return x.new_zeros((x.shape[0], 30))
+
+
+def test_script_in_a_models_exception_message_is_escaped(
+    web_app: TestClient, web_settings: Settings, tmp_path: Path
+) -> None:
+    path = tmp_path / "raiser.pt"
+    torch.jit.save(torch.jit.script(_ScriptRaiser()), str(path))
+    client = log_in(browser(web_app), make_user(web_settings))
+    token = csrf_from(client.get("/exercises/web-ex").text)
+    with path.open("rb") as fh:
+        created = client.post(
+            "/exercises/web-ex/submissions",
+            files={"file": ("raiser.pt", fh)},
+            headers={"X-CSRF-Token": token, "Accept": "application/json"},
+        )
+    assert created.status_code == 202, created.text
+    sid = created.json()["id"]
+    # The function the Celery task calls: the model runs in the sandbox and its message is
+    # stored as the failure's detail.
+    assert grading.grade_submission(web_settings, sid) == "ERROR"
+    with session_scope(web_settings.sqlalchemy_url) as session:
+        stored = session.get(Submission, sid)
+        assert stored is not None and stored.failure_reason == "BAD_OUTPUT"
+        assert "<script>" in (stored.failure_message or "")
+    pages = [client.get(f"/submissions/{sid}").text, client.get("/submissions").text,
+             _admin(web_app).get(f"/submissions/{sid}").text]
+    assert "alert(&#34;model&#34;)" in pages[0] or "alert(&quot;model&quot;)" in pages[0]
+    for text in pages:
+        assert "<script>alert" not in text and "<img src=x" not in text

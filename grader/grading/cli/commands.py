@@ -142,15 +142,5 @@ def dataset() -> None:
 def synth(kind: str, split: str, count: int, out: Path, seed: int | None) -> None:
     """Write COUNT synthetic images of KIND in its test-set format: faces in the course's CSV
     (keypoints), shapes in an .npz (classification). For demos and tests."""
-    if kind == "classification":
-        from grader.grading.testdata.shapes import generate_shapes, write_npz
-
-        images, labels = generate_shapes(split=split, count=count, seed=seed)
-        write_npz(out, images, labels)
-        click.echo(f"wrote {count} {split} shapes to {out}", err=True)
-        return
-    from grader.grading.testdata.faces import generate_faces, write_course_csv
-
-    images, keypoints = generate_faces(split=split, count=count, seed=seed)
-    write_course_csv(out, images, keypoints)
-    click.echo(f"wrote {count} {split} faces to {out}", err=True)
+    what = get_kind(kind).write_synthetic(out, count=count, split=split, seed=seed)
+    click.echo(f"wrote {count} {split} {what} to {out}", err=True)

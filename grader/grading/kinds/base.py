@@ -140,5 +140,10 @@ class Kind(ABC):
         """What the submission page draws from the predictions on `sample_images` (JSON)."""
 
     @abstractmethod
-    def demo_test_set(self, path: Path, *, count: int) -> None:
-        """Write the synthetic hidden test set of this kind's demo exercise to `path`."""
+    def write_synthetic(
+        self, path: Path, *, count: int, split: str = "test", seed: int | None = None
+    ) -> str:
+        """Write `count` synthetic images of `split` (train, val or test; each with its fixed
+        seed unless `seed` is given) with their labels, in this kind's test-set format, to
+        `path`; returns what they are ("faces"), for messages. The demo exercise's hidden
+        test set is the `test` split."""

@@ -118,8 +118,11 @@ class ImageClassification(Kind):
             for c, p in zip(logits.argmax(axis=1), confidence, strict=True)
         ]
 
-    def demo_test_set(self, path: Path, *, count: int) -> None:
+    def write_synthetic(
+        self, path: Path, *, count: int, split: str = "test", seed: int | None = None
+    ) -> str:
         from grader.grading.testdata.shapes import generate_shapes, write_npz
 
-        images, labels = generate_shapes(split="test", count=count)
+        images, labels = generate_shapes(split=split, count=count, seed=seed)
         write_npz(path, images, labels)
+        return "shapes"

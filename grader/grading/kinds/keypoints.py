@@ -125,8 +125,11 @@ class FacialKeypoints(Kind):
             return None
         return np.round(pixels, 1).tolist()
 
-    def demo_test_set(self, path: Path, *, count: int) -> None:
+    def write_synthetic(
+        self, path: Path, *, count: int, split: str = "test", seed: int | None = None
+    ) -> str:
         from grader.grading.testdata.faces import generate_faces, write_course_csv
 
-        images, keypoints = generate_faces(split="test", count=count)
+        images, keypoints = generate_faces(split=split, count=count, seed=seed)
         write_course_csv(path, images, keypoints)
+        return "faces"

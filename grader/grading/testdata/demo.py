@@ -19,5 +19,5 @@ def demo_test_set_path(settings: Settings, kind: str = "keypoints") -> Path:
     path = settings.testsets_dir / spec.demo_file_name
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        spec.demo_test_set(path, count=DEMO_TEST_SET_COUNT)
+        spec.write_synthetic(path, count=DEMO_TEST_SET_COUNT)
     return path
