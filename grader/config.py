@@ -55,11 +55,6 @@ class Settings(BaseSettings):
     sandbox_threads: int = Field(default=0, ge=0)
     # Off only for benchmarks and tests that compare against the in-process engine.
     sandbox_enabled: bool = True
-    # CPU priority steps below the worker for the sandboxed model runs (pre-flight included).
-    # `grader serve` sets 10 for its embedded worker when unset: the API keeps the cores at a
-    # deadline rush, while the worker's own short database transactions are not slowed
-    # (a niced worker holding SQLite's write lock stalled uploads: BENCHMARKS.md, Service).
-    sandbox_nice: int = Field(default=0, ge=0, le=19)
 
     # Celery / reliability
     task_hard_time_limit_s: int = 600

@@ -35,7 +35,7 @@ def _log_sandbox_layers() -> dict[str, bool]:
         from grader.grading.engine import sandbox_limits
 
         settings = get_settings()
-        # The worker's own limits (its niceness too): the probe is a child like any other.
+        # The worker's own limits: the probe is a child like any other.
         layers = describe_sandbox_layers(
             device=settings.device, limits=sandbox_limits(settings, time_limit_s=None)
         )

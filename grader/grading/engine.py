@@ -86,7 +86,6 @@ def sandbox_limits(settings: Settings, *, time_limit_s: float | None) -> Sandbox
         time_limit_s=time_limit_s or settings.default_time_limit_s,
         memory_limit_bytes=settings.memory_limit_bytes,
         threads=settings.sandbox_thread_count,
-        nice=settings.sandbox_nice,
     )
 
 

@@ -50,8 +50,6 @@ class SandboxLimits:
     time_limit_s: float = 120.0
     memory_limit_bytes: int = 4 * 1024**3
     threads: int = 1
-    # Steps below the worker's CPU priority for the fork server and every child it forks.
-    nice: int = 0
 
 
 @dataclass
@@ -83,23 +81,21 @@ class Sandbox:
         self._sock: socket.socket | None = None
         self._owner_pid = 0
         self._threads = 0
-        self._nice = 0
         self.last_timings: dict[str, Any] = {}
         # The running child's pid, for operators (and tests) who need to see it.
         self.current_child_pid: int | None = None
 
     # -- fork server lifecycle -------------------------------------------------------------
 
-    def _zygote_alive(self, threads: int, nice: int) -> bool:
+    def _zygote_alive(self, threads: int) -> bool:
         return (
             self._proc is not None
             and self._owner_pid == os.getpid()
             and self._proc.poll() is None
             and self._threads == threads
-            and self._nice == nice
         )
 
-    def _start_zygote(self, threads: int, nice: int) -> float:
+    def _start_zygote(self, threads: int) -> float:
         self._stop_zygote()
         started = time.perf_counter()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -118,13 +114,13 @@ class Sandbox:
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-s", "-m", "grader.grading.sandboxed.zygote",
-                 str(os.getpid()), str(theirs.fileno()), str(nice)],
+                 str(os.getpid()), str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), env=env, cwd="/", stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, start_new_session=True,
             )
         finally:
             theirs.close()
-        self._sock, self._owner_pid, self._threads, self._nice = ours, os.getpid(), threads, nice
+        self._sock, self._owner_pid, self._threads = ours, os.getpid(), threads
         ready = self._recv(time.monotonic() + _ZYGOTE_START_TIMEOUT_S)
         if "ready" not in ready:
             raise _ZygoteGone(f"unexpected greeting {ready!r}")
@@ -236,8 +232,8 @@ class Sandbox:
     ) -> tuple[dict[str, Any], SandboxRun | None]:
         limits = job.limits
         timings: dict[str, Any] = {}
-        if not self._zygote_alive(limits.threads, limits.nice):
-            timings["zygote_start_s"] = self._start_zygote(limits.threads, limits.nice)
+        if not self._zygote_alive(limits.threads):
+            timings["zygote_start_s"] = self._start_zygote(limits.threads)
         n = int(job.images.shape[0])
         n_preview = 0 if job.preview is None else int(job.preview.shape[0])
         model_fd = _open_model(model_path)

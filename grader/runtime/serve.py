@@ -23,11 +23,10 @@ from grader.runtime.redis_server import EmbeddedRedis
 
 logger = logging.getLogger(__name__)
 
-# The embedded worker's model runs share the machine with the API. Grading can wait; an
-# upload at the deadline should not: under a 50-client rush on 2 cores this halved the API's
-# p99 (BENCHMARKS.md, Service). Idle cores still go to grading. Only the sandbox is niced:
-# the worker's own short transactions hold SQLite's write lock, which uploads wait for.
-EMBEDDED_SANDBOX_NICE = 10
+# The embedded worker (and the sandboxes it forks) shares the machine with the API. Grading
+# can wait; an upload at the deadline should not: under a 50-client rush on 2 cores this
+# halved the API's p99 (BENCHMARKS.md, Service). Idle cores still go to grading.
+EMBEDDED_WORKER_NICE = 10
 
 
 def child_env(settings: Settings, broker_url: str) -> dict[str, str]:
@@ -35,7 +34,6 @@ def child_env(settings: Settings, broker_url: str) -> dict[str, str]:
     # The children must see the same data directory and broker whatever their cwd.
     env["GRADER_DATA_DIR"] = str(settings.resolved_data_dir)
     env["GRADER_BROKER_URL"] = broker_url
-    env.setdefault("GRADER_SANDBOX_NICE", str(EMBEDDED_SANDBOX_NICE))
     return env
 
 
@@ -63,7 +61,9 @@ class WorkerKeeper(threading.Thread):
         self._lock = threading.Lock()
 
     def _spawn(self) -> None:
-        self.proc = spawn(self.argv, env=self.env, log_path=self.log_path)
+        self.proc = spawn(
+            self.argv, env=self.env, log_path=self.log_path, nice=EMBEDDED_WORKER_NICE
+        )
         print(f"grader: worker pid {self.proc.pid} (log: {self.log_path})", flush=True)
 
     def start(self) -> None:

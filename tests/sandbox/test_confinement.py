@@ -79,21 +79,3 @@ def test_probe_reports_layers_and_the_fork_server_env_is_scrubbed(
     finally:
         box.shutdown()
     assert box._proc is None
-
-
-def test_the_fork_server_and_its_children_run_at_the_asked_niceness() -> None:
-    # The embedded server nices only the model runs, so the worker's own transactions keep
-    # the API's priority (grader/runtime/serve.py).
-    box = sandbox.Sandbox()
-    ours = os.getpriority(os.PRIO_PROCESS, 0)
-    try:
-        box.probe(limits=sandbox.SandboxLimits(nice=7))
-        assert box._proc is not None
-        assert os.getpriority(os.PRIO_PROCESS, box._proc.pid) == min(19, ours + 7)
-        # Another niceness needs another fork server: the old one is not reused.
-        first = box._proc.pid
-        box.probe(limits=sandbox.SandboxLimits(nice=0))
-        assert box._proc.pid != first
-        assert os.getpriority(os.PRIO_PROCESS, box._proc.pid) == ours
-    finally:
-        box.shutdown()

@@ -214,9 +214,7 @@ def _serve(control: socket.socket) -> None:
 
 
 def main() -> None:
-    parent, control_fd, nice = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    if nice:
-        os.nice(nice)
+    parent, control_fd = int(sys.argv[1]), int(sys.argv[2])
     from grader.grading.sandboxed import confine as sandbox_confine
 
     sandbox_confine.die_with_parent()
