@@ -262,6 +262,8 @@ def main() -> None:
             results = asyncio.run(bench(args, server, tmp))
         finally:
             server.stop()
+        if any(key.startswith("refused_5") for r in results for key in r["counts"]):
+            print("server errors while streams opened:\n" + server.describe(lines=120))
     baseline = statistics.mean(r["drain_s"] for r in results if r["mode"] == "none")
     idle_cpu = statistics.mean(r["api_cpu_per_s"] for r in results if r["mode"] == "none")
     cores = len(os.sched_getaffinity(0))

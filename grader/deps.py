@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import functools
+import inspect
+from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, Request
+from fastapi.routing import APIRoute
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from grader.auth import service as auth_service
 from grader.auth.models import User
@@ -32,32 +35,88 @@ async def get_app_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
+# Threads of their own for ending a request's transaction. A request holds its pooled
+# connection from its first query (the token lookup) to this end; had the end to queue for
+# the shared threadpool, a burst of requests (every student's page at the deadline) would
+# fill that pool with threads waiting for connections that only queued ends can return: a
+# deadlock until the connection pool's timeout. An end needs no new connection, so these
+# always progress.
+_ENDING_THREADS = 16
+
+
+def _ending_limiter(request: Request) -> anyio.CapacityLimiter:
+    state = request.app.state
+    limiter: anyio.CapacityLimiter | None = getattr(state, "session_enders", None)
+    if limiter is None:
+        limiter = state.session_enders = anyio.CapacityLimiter(_ENDING_THREADS)
+    return limiter
+
+
+_request_session: ContextVar[Session | None] = ContextVar("grader_request_session", default=None)
+
+
+class UnitOfWorkRoute(APIRoute):
+    """Every route of the app: a sync endpoint commits its request's transaction (the one
+    `get_session` opened) in its own thread, before returning. FastAPI validates a sync
+    endpoint's response in another thread hop; a transaction still open there would hold its
+    pooled connection while queueing for a thread, and a burst of requests (150 students'
+    pages at once) deadlocks: every thread waits for a connection that only a queued hop
+    would return, until the pool's timeout answers 500. Async endpoints run no such hop."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        if not inspect.iscoroutinefunction(endpoint):
+            endpoint = _committing(endpoint)
+        super().__init__(path, endpoint, **kwargs)
+
+
+def _committing(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(endpoint)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        result = endpoint(*args, **kwargs)
+        session = _request_session.get()
+        if session is not None and session.in_transaction():
+            session.commit()  # a failure here is the request's, as in get_session
+        return result
+
+    return run
+
+
 async def get_session(request: Request, settings: SettingsDep) -> AsyncIterator[Session]:
     """The request's unit of work: commit on success, roll back on any error.
 
     Creating a session does no I/O (it connects lazily), and a route that already committed
-    leaves nothing to do, so only a still-open transaction costs a threadpool hop at the end.
+    leaves nothing to do, so only a still-open transaction costs a thread hop at the end (on
+    threads of its own: see _ENDING_THREADS).
     The session is also left on request.state: a page that turns an error into an HTML
     response (grader.web.core.WebRoute) rolls it back itself, because no exception reaches
     this function then.
     """
     session = get_sessionmaker(settings.sqlalchemy_url)()
     request.state.db_session = session
+    _request_session.set(session)  # this request's task, and the threads it hops to
+    enders = _ending_limiter(request)
     try:
         yield session
         if session.in_transaction():
-            await run_in_threadpool(session.commit)
+            await anyio.to_thread.run_sync(session.commit, limiter=enders)
     except BaseException:
         if session.in_transaction():
             with anyio.CancelScope(shield=True):
-                await run_in_threadpool(session.rollback)
+                await anyio.to_thread.run_sync(session.rollback, limiter=enders)
         raise
     finally:
         if session.in_transaction():
             with anyio.CancelScope(shield=True):
-                await run_in_threadpool(session.close)
+                await anyio.to_thread.run_sync(session.close, limiter=enders)
         else:
             session.close()
+
+
+async def roll_back_request_session(request: Request) -> None:
+    """Undo what the request's session wrote (a page that rendered an error itself)."""
+    session: Session | None = getattr(request.state, "db_session", None)
+    if session is not None and session.in_transaction():
+        await anyio.to_thread.run_sync(session.rollback, limiter=_ending_limiter(request))
 
 
 # "function": the commit happens before the response is sent. FastAPI's default ends a yield

@@ -14,10 +14,17 @@ from grader.auth.schemas import (
     UserCreated,
     UserOut,
 )
-from grader.deps import CurrentUser, InstructorUser, SessionDep, SettingsDep, client_address
+from grader.deps import (
+    CurrentUser,
+    InstructorUser,
+    SessionDep,
+    SettingsDep,
+    UnitOfWorkRoute,
+    client_address,
+)
 from grader.errors import error_responses
 
-router = APIRouter(tags=["auth"])
+router = APIRouter(tags=["auth"], route_class=UnitOfWorkRoute)
 
 
 @router.post("/auth/token", response_model=TokenOut, responses=error_responses(401, 429))

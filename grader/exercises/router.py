@@ -6,7 +6,14 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from grader.auth.models import User
-from grader.deps import CurrentUser, InstructorUser, PublishDep, SessionDep, SettingsDep
+from grader.deps import (
+    CurrentUser,
+    InstructorUser,
+    PublishDep,
+    SessionDep,
+    SettingsDep,
+    UnitOfWorkRoute,
+)
 from grader.downloads import csv_download
 from grader.errors import api_errors, error_responses
 from grader.exercises import service
@@ -16,7 +23,7 @@ from grader.leaderboard.service import grades_csv
 from grader.submissions import service as submissions
 from grader.submissions.upload import receive_file
 
-router = APIRouter(tags=["exercises"])
+router = APIRouter(tags=["exercises"], route_class=UnitOfWorkRoute)
 
 _TEST_SET_BODY = {
     "requestBody": {

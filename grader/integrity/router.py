@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from grader.auth.models import User
-from grader.deps import CurrentUser, InstructorUser, SessionDep
+from grader.deps import CurrentUser, InstructorUser, SessionDep, UnitOfWorkRoute
 from grader.downloads import csv_download
 from grader.errors import NotFound, error_responses
 from grader.exercises.models import Exercise
@@ -28,7 +28,7 @@ from grader.integrity.schemas import (
 )
 from grader.submissions.service import get_submission
 
-router = APIRouter(tags=["integrity"])
+router = APIRouter(tags=["integrity"], route_class=UnitOfWorkRoute)
 
 
 @router.get(

@@ -2,13 +2,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from grader.deps import CurrentUser, SessionDep
+from grader.deps import CurrentUser, SessionDep, UnitOfWorkRoute
 from grader.errors import error_responses
 from grader.exercises.service import visible_exercise
 from grader.leaderboard import service
 from grader.leaderboard.schemas import LeaderboardEntry, LeaderboardOut
 
-router = APIRouter(tags=["leaderboard"])
+router = APIRouter(tags=["leaderboard"], route_class=UnitOfWorkRoute)
 
 
 @router.get(

@@ -12,11 +12,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from grader.auth import service as auth_service
-from grader.deps import SessionDep, SettingsDep, oauth2_scheme
+from grader.deps import SessionDep, SettingsDep, UnitOfWorkRoute, oauth2_scheme
 from grader.errors import Forbidden, NotAuthenticated
 from grader.ops.metrics import MetricsEndpoint
 
-router = APIRouter(tags=["ops"])
+router = APIRouter(tags=["ops"], route_class=UnitOfWorkRoute)
 
 
 def _may_scrape(

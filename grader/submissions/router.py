@@ -9,7 +9,14 @@ from sqlalchemy.orm import Session
 
 from grader.auth.models import User
 from grader.config import Settings
-from grader.deps import CurrentUser, InstructorUser, PublishDep, SessionDep, SettingsDep
+from grader.deps import (
+    CurrentUser,
+    InstructorUser,
+    PublishDep,
+    SessionDep,
+    SettingsDep,
+    UnitOfWorkRoute,
+)
 from grader.errors import api_errors, error_responses
 from grader.exercises.service import visible_exercise
 from grader.integrity.split import hide_private
@@ -24,7 +31,7 @@ from grader.submissions.schemas import (
     submission_url,
 )
 
-router = APIRouter(tags=["submissions"])
+router = APIRouter(tags=["submissions"], route_class=UnitOfWorkRoute)
 
 _UPLOAD_BODY = {
     "requestBody": {

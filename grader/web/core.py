@@ -8,16 +8,18 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import Depends, Request
-from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
-from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from grader import __version__
 from grader.auth import service as auth_service
 from grader.auth.models import User
-from grader.deps import SessionDep, SettingsDep
+from grader.deps import (
+    SessionDep,
+    SettingsDep,
+    UnitOfWorkRoute,
+    roll_back_request_session,
+)
 from grader.errors import DomainError, Forbidden, NotAuthenticated
 from grader.web import session as web_session
 from grader.web.formatting import register_filters
@@ -77,7 +79,7 @@ def login_redirect(request: Request) -> Response:
     return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
 
 
-class WebRoute(APIRoute):
+class WebRoute(UnitOfWorkRoute):
     """Turns domain errors into HTML pages (not the API's JSON) and anonymous visits into a
     redirect to the login page."""
 
@@ -105,16 +107,10 @@ class WebRoute(APIRoute):
                 # return and would commit: undo what the route wrote before it failed (a
                 # roster import refused on line 3 must not keep lines 1-2). The page above
                 # is already rendered, so nothing reads the expired objects afterwards.
-                await _roll_back(request)
+                await roll_back_request_session(request)
                 return response
 
         return handler
-
-
-async def _roll_back(request: Request) -> None:
-    session: Session | None = getattr(request.state, "db_session", None)
-    if session is not None and session.in_transaction():
-        await run_in_threadpool(session.rollback)
 
 
 def optional_user(request: Request, session: SessionDep, settings: SettingsDep) -> User | None:

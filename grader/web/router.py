@@ -1,4 +1,4 @@
-"""The pages (issue 5): one router that create_app() includes next to the REST API."""
+"""The pages: one router that create_app() includes next to the REST API."""
 
 from __future__ import annotations
 

@@ -169,3 +169,32 @@ def test_a_client_refused_a_stream_polls_instead(
         assert shown.code in (0, 1), shown
         body = shown.json()
         assert body["id"] == sid and body["status"] in TERMINAL, shown
+
+
+def test_a_burst_of_status_checks_never_starves_the_database_pool(
+    live_server: LiveServer,
+) -> None:
+    # 150 students' pages asking at once, each request holding a pooled connection from its
+    # token lookup to its commit: none may wait for a thread that waits for a connection (a
+    # deadlock the pool's 30 s timeout ended with 500s).
+    import asyncio
+
+    token = live_server.admin_token()
+
+    async def burst() -> list[int]:
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        async with httpx.AsyncClient(base_url=live_server.url, limits=limits,
+                                     timeout=httpx.Timeout(60.0)) as client:
+            headers = {"Authorization": f"Bearer {token}"}
+            responses = await asyncio.gather(*(
+                client.get("/api/v1/exercises", headers=headers) for _ in range(150)
+            ))
+        return [r.status_code for r in responses]
+
+    import time
+
+    started = time.monotonic()
+    codes = asyncio.run(burst())
+    elapsed = time.monotonic() - started
+    assert codes == [200] * 150, sorted(set(codes))
+    assert elapsed < 25, elapsed  # well under the pool's 30 s timeout: nothing waited on it
