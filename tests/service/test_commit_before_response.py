@@ -48,3 +48,26 @@ def test_the_exercise_is_readable_as_soon_as_it_is_acknowledged(admin: Api) -> N
     assert created.status_code == 201, created.text
     assert admin.get("/api/v1/exercises/saved-at-once").status_code == 200
     assert admin.get("/api/v1/exercises/never-saved").status_code == 404
+
+
+def test_every_router_ends_its_transactions_in_the_endpoints_thread() -> None:
+    # A router made without UnitOfWorkRoute brings back the pool deadlock under bursts
+    # (test_watching_live.py::test_a_burst_of_status_checks_never_starves_the_database_pool).
+    from fastapi.routing import APIRoute
+
+    from grader.auth.router import router as auth
+    from grader.deps import UnitOfWorkRoute
+    from grader.exercises.router import router as exercises
+    from grader.integrity.router import router as integrity
+    from grader.leaderboard.router import router as leaderboard
+    from grader.ops.router import router as ops
+    from grader.submissions.router import router as submissions
+    from grader.web.pages_instructor import router as instructor_pages
+    from grader.web.pages_integrity import router as integrity_pages
+    from grader.web.pages_student import router as student_pages
+
+    routers = (auth, exercises, integrity, leaderboard, ops, submissions, instructor_pages,
+               integrity_pages, student_pages)
+    routes = [r for router in routers for r in router.routes if isinstance(r, APIRoute)]
+    assert len(routes) > 50
+    assert [r.path for r in routes if not isinstance(r, UnitOfWorkRoute)] == []

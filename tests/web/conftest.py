@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -57,6 +58,20 @@ def csrf_from(html: str) -> str:
     match = CSRF_RE.search(html)
     assert match, "no CSRF field on the page"
     return match.group(1)
+
+
+def upload_by_form(
+    client: TestClient, slug: str, model: Path, filename: str | None = None
+) -> httpx.Response:
+    """Send `model` through the exercise page's upload form, as its script does (the CSRF
+    token in a header, JSON back)."""
+    token = csrf_from(client.get(f"/exercises/{slug}").text)
+    with model.open("rb") as fh:
+        return client.post(
+            f"/exercises/{slug}/submissions",
+            files={"file": (filename or model.name, fh)},
+            headers={"X-CSRF-Token": token, "Accept": "application/json"},
+        )
 
 
 def browser(web_app: TestClient) -> TestClient:

@@ -20,7 +20,7 @@ from grader.submissions import grading
 from grader.submissions.models import Submission
 from grader.submissions.preview import PREVIEW_IMAGES, preview_samples
 from grader.submissions.schemas import SubmissionOut
-from tests.web.conftest import browser, csrf_from, log_in, make_user
+from tests.web.conftest import browser, csrf_from, log_in, make_user, upload_by_form
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "image_classification"
 SLUG = "shapes-web"
@@ -51,13 +51,7 @@ def exercise(web_app: TestClient, web_settings: Settings) -> str:
 
 
 def _submit_and_grade(client: TestClient, settings: Settings, model: Path) -> int:
-    token = csrf_from(client.get(f"/exercises/{SLUG}").text)
-    with model.open("rb") as fh:
-        created = client.post(
-            f"/exercises/{SLUG}/submissions",
-            files={"file": (model.name, fh)},
-            headers={"X-CSRF-Token": token, "Accept": "application/json"},
-        )
+    created = upload_by_form(client, SLUG, model)
     assert created.status_code == 202, created.text
     submission_id = int(created.json()["id"])
     grading.grade_submission(settings, submission_id)

@@ -19,7 +19,7 @@ from grader.db import session_scope
 from grader.submissions import grading
 from grader.submissions.models import Submission
 from tests.support.live_server import ADMIN_PASSWORD
-from tests.web.conftest import PASSWORD, browser, csrf_from, log_in, make_user
+from tests.web.conftest import PASSWORD, browser, csrf_from, log_in, make_user, upload_by_form
 
 
 def _csrf(client: TestClient, path: str) -> str:
@@ -231,13 +231,7 @@ def test_script_in_a_models_exception_message_is_escaped(
     path = tmp_path / "raiser.pt"
     torch.jit.save(torch.jit.script(_ScriptRaiser()), str(path))
     client = log_in(browser(web_app), make_user(web_settings))
-    token = csrf_from(client.get("/exercises/web-ex").text)
-    with path.open("rb") as fh:
-        created = client.post(
-            "/exercises/web-ex/submissions",
-            files={"file": ("raiser.pt", fh)},
-            headers={"X-CSRF-Token": token, "Accept": "application/json"},
-        )
+    created = upload_by_form(client, "web-ex", path)
     assert created.status_code == 202, created.text
     sid = created.json()["id"]
     # The function the Celery task calls: the model runs in the sandbox and its message is

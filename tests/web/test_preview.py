@@ -18,7 +18,7 @@ from grader.submissions.preview import PREVIEW_IMAGES as PREVIEW_FACES
 from grader.submissions.preview import preview_samples
 from grader.web.charts import breakdown_bars, confusion_cells, score_histogram
 from grader.web.png import encode_gray_png
-from tests.web.conftest import browser, csrf_from, log_in, make_user
+from tests.web.conftest import browser, log_in, make_user, upload_by_form
 
 
 def public_faces() -> np.ndarray:
@@ -53,13 +53,7 @@ def test_worker_stores_sandboxed_predictions_on_public_faces_and_the_page_draws_
     web_app: TestClient, web_settings: Settings, linear_model: Path
 ) -> None:
     client = log_in(browser(web_app), make_user(web_settings))
-    token = csrf_from(client.get("/exercises/web-ex").text)
-    with linear_model.open("rb") as fh:
-        created = client.post(
-            "/exercises/web-ex/submissions",
-            files={"file": ("linear.pt", fh)},
-            headers={"X-CSRF-Token": token, "Accept": "application/json"},
-        )
+    created = upload_by_form(client, "web-ex", linear_model, "linear.pt")
     assert created.status_code == 202, created.text
     submission_id = created.json()["id"]
     # The same function the Celery task calls, run here instead of in a worker process.
@@ -90,13 +84,7 @@ def test_a_pickle_is_refused_by_the_upload_form_before_queueing(
     from tests.support.models import write_pickle
 
     client = log_in(browser(web_app), make_user(web_settings))
-    token = csrf_from(client.get("/exercises/web-ex").text)
-    with write_pickle(tmp_path / "pickle.pt").open("rb") as fh:
-        created = client.post(
-            "/exercises/web-ex/submissions",
-            files={"file": ("pickle.pt", fh)},
-            headers={"X-CSRF-Token": token, "Accept": "application/json"},
-        )
+    created = upload_by_form(client, "web-ex", write_pickle(tmp_path / "pickle.pt"))
     # A state_dict pickle is refused at upload (422) before it is ever queued.
     assert created.status_code == 422
     assert "LOAD_ERROR" in created.json()["detail"]

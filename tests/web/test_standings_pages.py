@@ -16,7 +16,7 @@ from grader.submissions import grading
 from grader.submissions.models import Result
 from grader.web.formatting import format_score
 from tests.support.models import write_linear_model
-from tests.web.conftest import PASSWORD, browser, csrf_from, log_in
+from tests.web.conftest import PASSWORD, browser, log_in, upload_by_form
 
 
 def test_pages_show_each_students_best(
@@ -31,13 +31,7 @@ def test_pages_show_each_students_best(
     client = log_in(browser(web_app), username)
 
     def submit(model: Path) -> float:
-        token = csrf_from(client.get("/exercises/web-ex").text)
-        with model.open("rb") as fh:
-            created = client.post(
-                "/exercises/web-ex/submissions",
-                files={"file": ("m.pt", fh)},
-                headers={"X-CSRF-Token": token, "Accept": "application/json"},
-            )
+        created = upload_by_form(client, "web-ex", model, "m.pt")
         assert created.status_code == 202, created.text
         grading.grade_submission(web_settings, created.json()["id"])
         with session_scope(web_settings.sqlalchemy_url, write=False) as session:
