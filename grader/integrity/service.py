@@ -16,15 +16,15 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 from sqlalchemy import delete, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
 from grader.auth.models import User
-from grader.config import Settings
-from grader.db import DuplicateRow, is_row_id, unique_insert
+from grader.db import is_row_id, utcnow
 from grader.errors import NotFound
 from grader.exercises.models import Exercise
 from grader.integrity import fingerprint as fp
@@ -41,80 +41,184 @@ _BLOCK = 1024
 
 
 # --- recording ---------------------------------------------------------------------------
+#
+# A grading is recorded in two steps, so that the result's write transaction stays short (on
+# SQLite it holds the one write lock every upload also needs): `prepare_grading` does the
+# arithmetic and the comparison with the fingerprints already stored, in a read-only session
+# before that transaction; `record_grading`, inside it, stores the fingerprint and compares
+# it only with the fingerprints stored in between.
 
 
-def record_grading(
+@dataclass
+class Draft:
+    """What integrity keeps of one grading, worked out before its result is written."""
+
+    submission_id: int
+    exercise_id: int
+    user_id: int
+    model_sha256: str
+    testset_sha256: str | None
+    testset_version: int
+    kind: str
+    threshold: float
+    predictions: np.ndarray | None
+    labels: np.ndarray | None
+    # The stored form of the fingerprint (None without predictions) and its float32 unit.
+    sketch: bytes | None = None
+    norm: float = 0.0
+    unit: np.ndarray | None = None
+    # Fingerprints already compared with (submission ids), and those found alike.
+    compared: set[int] | None = None
+    similar: dict[int, float] | None = None
+    same_file: set[int] | None = None
+
+
+def prepare_grading(
     session: Session,
     *,
-    settings: Settings,
     submission_id: int,
-    testset_path: Path,
     testset_sha256: str | None,
     testset_version: int,
     kind: str,
     threshold: float,
     predictions: np.ndarray | None,
-) -> list[SimilarPair]:
-    """What the trusted side keeps of a just-graded submission's predictions, inside the
-    transaction that records its result, from predictions already made (no model run): its
-    fingerprint, flagged against the others (returned: the new pairs), and its public and
-    private scores when the exercise has a split. No predictions: only the file hash is
-    compared."""
+    labels: np.ndarray | None,
+) -> Draft | None:
+    """Before the result's transaction, in any session: the fingerprint of predictions already
+    made (no model run) and its comparison with every other student's stored ones. None: no
+    such submission."""
     sub = session.get(Submission, submission_id)
     if sub is None:
-        return []
-    session.execute(delete(Fingerprint).where(Fingerprint.submission_id == sub.id))
-    _drop_pairs_of(session, [sub.id])
-    if predictions is not None:
+        return None
+    draft = Draft(
+        submission_id=sub.id, exercise_id=sub.exercise_id, user_id=sub.user_id,
+        model_sha256=sub.model_sha256, testset_sha256=testset_sha256,
+        testset_version=testset_version, kind=kind, threshold=threshold,
+        predictions=predictions, labels=labels,
+    )
+    if predictions is not None and labels is not None:
+        try:
+            draft.sketch, draft.norm = fp.sketch(predictions, labels)
+            draft.unit = fp.unpack([draft.sketch])[0]
+        except Exception:
+            # The grade stands without it; the file hash is still compared.
+            log.exception("submission %s: no fingerprint", sub.id)
+    if draft.unit is not None:
+        cohort = _cohort(session, exercise_id=sub.exercise_id, version=testset_version)
+        draft.compared = set(cohort.submission_ids)
+        draft.similar = _alike(draft, cohort)
+    draft.same_file = _same_file(session, draft)
+    return draft
+
+
+def record_grading(session: Session, draft: Draft) -> None:
+    """Inside the transaction that records the result: keep the prepared fingerprint, flag the
+    pairs and score the public and private parts when the exercise
+    has a split."""
+    session.execute(delete(Fingerprint).where(Fingerprint.submission_id == draft.submission_id))
+    _drop_pairs_of(session, [draft.submission_id])
+    if draft.predictions is not None and draft.labels is not None:
+        from grader.integrity import split
+
+        sub = session.get(Submission, draft.submission_id)
+        assert sub is not None  # prepared from it; the caller's transaction still holds it
         try:
             with session.begin_nested():
-                _keep_predictions(
-                    session, settings=settings, sub=sub, testset_path=testset_path,
-                    testset_sha256=testset_sha256, testset_version=testset_version, kind=kind,
-                    threshold=threshold, predictions=predictions,
+                split.score_parts(
+                    session, submission=sub, testset_sha256=draft.testset_sha256,
+                    testset_version=draft.testset_version, kind=draft.kind,
+                    predictions=draft.predictions, labels=draft.labels,
+                    threshold=draft.threshold,
                 )
         except Exception:
-            # The grade stands without them; the file hash is still compared.
-            log.exception("submission %s: no fingerprint or split scores", sub.id)
+            log.exception("submission %s: no split scores", draft.submission_id)
+    if draft.sketch is not None:
+        session.add(
+            Fingerprint(
+                submission_id=draft.submission_id, exercise_id=draft.exercise_id,
+                user_id=draft.user_id, testset_version=draft.testset_version,
+                sketch=draft.sketch, norm=draft.norm,
+            )
+        )
     session.flush()
-    return _flag_one(session, sub)
+    _flag(session, draft)
 
 
-def _keep_predictions(
-    session: Session,
-    *,
-    settings: Settings,
-    sub: Submission,
-    testset_path: Path,
-    testset_sha256: str | None,
-    testset_version: int,
-    kind: str,
-    threshold: float,
-    predictions: np.ndarray,
-) -> None:
-    from grader.grading.kinds import get_kind
-    from grader.grading.testdata.testsets import load_test_set
-    from grader.integrity import split
+def _alike(draft: Draft, cohort: _Cohort) -> dict[int, float]:
+    if not len(cohort) or draft.unit is None:
+        return {}
+    sims = fp.similarities(draft.unit, draft.norm, cohort.units, cohort.norms)
+    hits = np.nonzero((sims >= SIMILARITY_THRESHOLD) & (cohort.user_ids != draft.user_id))[0]
+    return {cohort.submission_ids[j]: float(sims[j]) for j in hits}
 
-    spec = get_kind(kind)
-    # The worker has just loaded it: this reads the cached arrays.
-    labels = load_test_set(testset_path, kind=spec, cache_dir=settings.cache_dir).labels
-    split.score_parts(
-        session, submission=sub, testset_sha256=testset_sha256,
-        testset_version=testset_version, kind=kind, predictions=predictions, labels=labels,
-        threshold=threshold,
-    )
-    blob, norm = fp.sketch(predictions, labels)
-    session.add(
-        Fingerprint(
-            submission_id=sub.id, exercise_id=sub.exercise_id, user_id=sub.user_id,
-            testset_version=testset_version, sketch=blob, norm=norm,
+
+def _same_file(session: Session, draft: Draft) -> set[int]:
+    # A submission of the same file made after this query is graded after it, and finds ours.
+    return set(
+        session.scalars(
+            select(Submission.id).where(
+                Submission.exercise_id == draft.exercise_id,
+                Submission.model_sha256 == draft.model_sha256,
+                Submission.user_id != draft.user_id,
+            )
         )
     )
-    session.flush()
 
 
-# --- comparing -----------------------------------------------------------------------------
+def _flag(session: Session, draft: Draft) -> None:
+    """Flag the prepared submission against every other student's on its exercise."""
+    baselines = _baseline_ids(session, exercise_id=draft.exercise_id)
+    if draft.submission_id in baselines:
+        return
+    found: dict[int, float | None] = dict(draft.similar or {})
+    if draft.unit is not None:
+        # Fingerprints stored since the preparation's comparison.
+        later = set(
+            session.scalars(
+                select(Fingerprint.submission_id).where(
+                    Fingerprint.exercise_id == draft.exercise_id,
+                    Fingerprint.testset_version == draft.testset_version,
+                    Fingerprint.submission_id != draft.submission_id,
+                )
+            )
+        ) - (draft.compared or set())
+        if later:
+            found.update(_alike(draft, _cohort(session, exercise_id=draft.exercise_id,
+                                               version=draft.testset_version, only=later)))
+    identical = set(draft.same_file or ())
+    for other in identical:
+        found.setdefault(other, None)
+    found = {k: v for k, v in found.items() if k not in baselines}
+    if found and baselines:
+        explained = _explained(session, draft, baselines, set(found))
+        found = {k: v for k, v in found.items() if k not in explained}
+    if found:
+        _add_pairs(
+            session, exercise_id=draft.exercise_id, new=draft.submission_id, others=found,
+            identical=identical,
+            version=draft.testset_version if draft.unit is not None else None,
+        )
+
+
+def _cohort(
+    session: Session, *, exercise_id: int, version: int, only: Iterable[int] | None = None
+) -> _Cohort:
+    """The fingerprints of one exercise and version (of the submissions `only`, when given)."""
+    query = (
+        select(Fingerprint.submission_id, Fingerprint.user_id, Fingerprint.sketch,
+               Fingerprint.norm)
+        .where(Fingerprint.exercise_id == exercise_id, Fingerprint.testset_version == version)
+        .order_by(Fingerprint.submission_id)
+    )
+    if only is not None:
+        query = query.where(Fingerprint.submission_id.in_(list(only)))
+    rows = session.execute(query).all()
+    return _Cohort(
+        submission_ids=[r[0] for r in rows],
+        user_ids=np.array([r[1] for r in rows], dtype=np.int64),
+        units=fp.unpack([r[2] for r in rows]),
+        norms=np.array([r[3] for r in rows], dtype=np.float64),
+    )
 
 
 @dataclass
@@ -128,21 +232,6 @@ class _Cohort:
 
     def __len__(self) -> int:
         return len(self.submission_ids)
-
-
-def _cohort(session: Session, *, exercise_id: int, version: int) -> _Cohort:
-    rows = session.execute(
-        select(Fingerprint.submission_id, Fingerprint.user_id, Fingerprint.sketch,
-               Fingerprint.norm)
-        .where(Fingerprint.exercise_id == exercise_id, Fingerprint.testset_version == version)
-        .order_by(Fingerprint.submission_id)
-    ).all()
-    return _Cohort(
-        submission_ids=[r[0] for r in rows],
-        user_ids=np.array([r[1] for r in rows], dtype=np.int64),
-        units=fp.unpack([r[2] for r in rows]),
-        norms=np.array([r[3] for r in rows], dtype=np.float64),
-    )
 
 
 def _baseline_ids(session: Session, *, exercise_id: int) -> set[int]:
@@ -166,11 +255,11 @@ def _sha_by_id(session: Session, ids: Iterable[int]) -> dict[int, tuple[str, int
     return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
 
-def _explained(
+def _groups(
     cohort: _Cohort, baselines: set[int], shas: dict[int, str]
 ) -> list[set[int]]:
-    """For each baseline on this version (and each baseline file): the submissions that
-    resemble it. Two submissions in one set share only what was public."""
+    """For each baseline (and each baseline file): the submissions among `cohort` and `shas`
+    that resemble it. Two submissions in one group share only what was public."""
     groups: list[set[int]] = []
     index = {sid: i for i, sid in enumerate(cohort.submission_ids)}
     for b in baselines:
@@ -183,47 +272,17 @@ def _explained(
     return groups
 
 
-def _flag_one(session: Session, sub: Submission) -> list[SimilarPair]:
-    """Compare one submission with every other student's on its exercise."""
-    baselines = _baseline_ids(session, exercise_id=sub.exercise_id)
-    if sub.id in baselines:
-        return []
-    found: dict[int, float | None] = {}
-    identical: set[int] = set()
-    mine = session.scalar(select(Fingerprint).where(Fingerprint.submission_id == sub.id))
-    cohort = None
-    if mine is not None:
-        cohort = _cohort(session, exercise_id=sub.exercise_id, version=mine.testset_version)
-        if len(cohort):
-            unit = fp.unpack([mine.sketch])[0]
-            sims = fp.similarities(unit, mine.norm, cohort.units, cohort.norms)
-            hits = np.nonzero((sims >= SIMILARITY_THRESHOLD) & (cohort.user_ids != sub.user_id))[0]
-            found = {cohort.submission_ids[j]: float(sims[j]) for j in hits}
-    same_file = session.scalars(
-        select(Submission.id).where(
-            Submission.exercise_id == sub.exercise_id,
-            Submission.model_sha256 == sub.model_sha256,
-            Submission.user_id != sub.user_id,
-        )
-    )
-    for other in same_file:
-        identical.add(other)
-        found.setdefault(other, None)
-    found = {k: v for k, v in found.items() if k not in baselines}
-    if not found:
-        return []
-    if baselines:
-        info = _sha_by_id(session, [*baselines, *found, sub.id])
-        shas = {k: v[0] for k, v in info.items()}
-        if cohort is None:
-            cohort = _Cohort([], np.zeros(0, np.int64), fp.unpack([]), np.zeros(0))
-        for group in _explained(cohort, baselines, shas):
-            if sub.id in group:
-                found = {k: v for k, v in found.items() if k not in group}
-    return _add_pairs(
-        session, exercise_id=sub.exercise_id, new=sub.id, others=found, identical=identical,
-        version=mine.testset_version if mine is not None else None,
-    )
+def _explained(session: Session, draft: Draft, baselines: set[int], found: set[int]) -> set[int]:
+    """The submissions among `found` that resemble a baseline the new one resembles too."""
+    ids = baselines | found | {draft.submission_id}
+    shas = {k: v[0] for k, v in _sha_by_id(session, ids).items()}
+    cohort = _cohort(session, exercise_id=draft.exercise_id, version=draft.testset_version,
+                     only=ids)
+    explained: set[int] = set()
+    for group in _groups(cohort, baselines, shas):
+        if draft.submission_id in group:
+            explained |= group & found
+    return explained
 
 
 def _add_pairs(
@@ -234,25 +293,27 @@ def _add_pairs(
     others: dict[int, float | None],
     identical: set[int],
     version: int | None,
-) -> list[SimilarPair]:
+) -> None:
     info = _sha_by_id(session, [new, *others])
-    pairs = []
+    rows = []
     for other, similarity in sorted(others.items()):
         first, second = sorted((new, other), key=lambda s: (info[s][2], s))
-        pair = SimilarPair(
-            exercise_id=exercise_id, first_submission_id=first, second_submission_id=second,
-            similarity=1.0 if similarity is None and other in identical else similarity,
-            identical_file=other in identical,
-            testset_version=version if similarity is not None else None,
-        )
-        try:
-            # Two workers finishing the two sides at once both find the pair: one keeps it.
-            with unique_insert(session):
-                session.add(pair)
-        except DuplicateRow:
-            continue
-        pairs.append(pair)
-    return pairs
+        rows.append({
+            "exercise_id": exercise_id, "first_submission_id": first,
+            "second_submission_id": second,
+            "similarity": 1.0 if similarity is None and other in identical else similarity,
+            "identical_file": other in identical,
+            "testset_version": version if similarity is not None else None,
+            "created_at": utcnow(),
+        })
+    # Two workers finishing the two sides at once both find the pair: one keeps it.
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.connection().execute(
+        insert(SimilarPair).on_conflict_do_nothing(
+            index_elements=["first_submission_id", "second_submission_id"]
+        ),
+        rows,
+    )
 
 
 def _drop_pairs_of(session: Session, submission_ids: list[int]) -> None:
@@ -284,7 +345,7 @@ def rescan(session: Session, *, exercise: Exercise) -> int:
     explained: list[set[int]] = []
     for version in sorted(versions):
         cohort = _cohort(session, exercise_id=exercise.id, version=version)
-        explained += _explained(cohort, baselines, shas)
+        explained += _groups(cohort, baselines, shas)
         for start in range(0, len(cohort), _BLOCK):
             block = slice(start, start + _BLOCK)
             cosine = (cohort.units[block] @ cohort.units.T).astype(np.float64)

@@ -44,6 +44,8 @@ from grader.submissions.preview import preview_samples
 from grader.submissions.upload import model_storage_path
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from grader.grading.engine import GradingOutcome
 
 logger = logging.getLogger(__name__)
@@ -281,7 +283,8 @@ def grade_submission(settings: Settings, submission_id: int) -> str:
         status, reason = Status.ERROR.value, outcome.status
     drawn = None if reason is not None or outcome.preview is None else kind.preview(outcome.preview)
     return _finish(
-        settings, job, outcome=outcome, status=status, reason=reason, me=me, preview=drawn
+        settings, job, outcome=outcome, status=status, reason=reason, me=me, preview=drawn,
+        labels=test_set.labels,
     )
 
 
@@ -294,7 +297,15 @@ def _finish(
     reason: str | None,
     me: str,
     preview: list[list[list[float]]] | None = None,
+    labels: np.ndarray | None = None,
 ) -> str:
+    # Worked out before the write transaction, which every upload also waits for on SQLite.
+    with session_scope(settings.sqlalchemy_url, write=False) as session:
+        draft = integrity.prepare_grading(
+            session, submission_id=job.submission_id, testset_sha256=job.testset_sha256,
+            testset_version=job.testset_version, kind=job.kind, threshold=job.threshold,
+            predictions=outcome.predictions, labels=labels,
+        )
     try:
         with session_scope(settings.sqlalchemy_url) as session:
             moved = session.execute(
@@ -338,12 +349,8 @@ def _finish(
                 ),
             )
             session.add(result)
-            integrity.record_grading(
-                session, settings=settings, submission_id=job.submission_id,
-                testset_path=job.testset_path, testset_sha256=job.testset_sha256,
-                testset_version=job.testset_version, kind=job.kind, threshold=job.threshold,
-                predictions=outcome.predictions,
-            )
+            if draft is not None:
+                integrity.record_grading(session, draft)
             if outcome.plan is not None:
                 plans.remember_plan(
                     session, settings, model_sha256=job.model_sha256, plan=outcome.plan

@@ -4,6 +4,7 @@ a remembered plan against the batch-1 reference before it uses it."""
 
 from __future__ import annotations
 
+from functools import cache
 from importlib import metadata
 
 from sqlalchemy import ColumnElement, select, update
@@ -16,6 +17,7 @@ from grader.grading.plans import Plan
 from grader.submissions.models import ExecutionPlan
 
 
+@cache  # a scan of the installed distributions: too slow for every result written
 def torch_version() -> str:
     try:
         return metadata.version("torch")

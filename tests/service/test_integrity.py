@@ -288,3 +288,47 @@ def test_the_similarity_separates_copies_from_independent_errors() -> None:
     assert abs(similarity(weak_a, weak_b)) < 0.3
     # A model that ignores its input carries no fingerprint.
     assert similarity(np.zeros_like(truth), np.zeros_like(truth) + 0.01) == 0.0
+
+
+def test_copies_graded_at_the_same_moment_still_find_each_other(
+    settings: Settings, admin: Api, make_student: Any, make_exercise: Any,
+    models: dict[str, Path],
+) -> None:
+    """Two workers finish two copies at once: each prepares its comparison before the other's
+    fingerprint is stored, so the one recorded second must compare with what came in between."""
+    from grader.db import session_scope
+    from grader.exercises.models import Exercise
+    from grader.grading.testdata.testsets import load_test_set
+    from grader.integrity import service as integrity
+    from grader.integrity.models import Fingerprint
+
+    slug = make_exercise()
+    ada, bob = make_student(), make_student()
+    first = int(ada.upload(slug, models["original"]).json()["id"])
+    second = int(bob.upload(slug, models["traced"]).json()["id"])
+    with session_scope(settings.sqlalchemy_url, write=False) as session:
+        exercise = session.query(Exercise).filter_by(slug=slug).one()
+        path, sha, version = exercise.testset_path, exercise.testset_sha256, exercise.testset_version
+    assert path is not None
+    labels = load_test_set(Path(path)).labels
+    predictions = labels + np.random.default_rng(3).normal(0, 0.05, labels.shape)
+    drafts = []
+    for sid in (first, second):
+        with session_scope(settings.sqlalchemy_url, write=False) as session:
+            draft = integrity.prepare_grading(
+                session, submission_id=sid, testset_sha256=sha, testset_version=version,
+                kind="keypoints", threshold=100.0, predictions=predictions, labels=labels,
+            )
+        assert draft is not None and draft.similar == {}  # neither sees the other yet
+        drafts.append(draft)
+    for draft in drafts:
+        with session_scope(settings.sqlalchemy_url) as session:
+            integrity.record_grading(session, draft)
+    with session_scope(settings.sqlalchemy_url, write=False) as session:
+        assert session.query(Fingerprint).filter(
+            Fingerprint.submission_id.in_((first, second))).count() == 2
+    pairs = _pairs(admin, slug)
+    assert [(p["first"]["submission_id"], p["second"]["submission_id"]) for p in pairs] == [
+        (first, second)
+    ], pairs
+    assert pairs[0]["similarity"] == pytest.approx(1.0)
