@@ -185,6 +185,17 @@ def session_scope(url: str, *, write: bool = True) -> Iterator[Session]:
         session.close()
 
 
+def dialect_insert(session: Session) -> Any:
+    """The insert construct of the session's database, for ON CONFLICT (SQLite and PostgreSQL
+    spell it alike)."""
+    from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql_insert
+    return sqlite_insert
+
+
 class DuplicateRow(Exception):
     """A unique constraint refused an insert; the message is the database's (it names the
     constraint or the column)."""

@@ -46,6 +46,8 @@ class SimilarPair(Base):
     __table_args__ = (
         UniqueConstraint("first_submission_id", "second_submission_id"),
         Index("ix_integrity_pairs_exercise", "exercise_id"),
+        # A regrading drops the pairs its submission is in, on either side.
+        Index("ix_integrity_pairs_second", "second_submission_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -19,12 +19,10 @@ from datetime import datetime
 
 import numpy as np
 from sqlalchemy import delete, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
 from grader.auth.models import User
-from grader.db import is_row_id, utcnow
+from grader.db import dialect_insert, is_row_id, utcnow
 from grader.errors import NotFound
 from grader.exercises.models import Exercise
 from grader.integrity import fingerprint as fp
@@ -307,7 +305,7 @@ def _add_pairs(
             "created_at": utcnow(),
         })
     # Two workers finishing the two sides at once both find the pair: one keeps it.
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = dialect_insert(session)
     session.connection().execute(
         insert(SimilarPair).on_conflict_do_nothing(
             index_elements=["first_submission_id", "second_submission_id"]

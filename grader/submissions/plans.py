@@ -7,12 +7,11 @@ from __future__ import annotations
 from functools import cache
 from importlib import metadata
 
-from sqlalchemy import ColumnElement, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from grader.config import Settings
-from grader.db import session_scope, utcnow
+from grader.db import dialect_insert, session_scope, utcnow
 from grader.grading.plans import Plan
 from grader.submissions.models import ExecutionPlan
 
@@ -41,24 +40,18 @@ def known_plan(settings: Settings, *, model_sha256: str) -> Plan | None:
 
 
 def remember_plan(session: Session, settings: Settings, *, model_sha256: str, plan: Plan) -> None:
-    """Insert or update, inside the caller's transaction (the one that writes the result)."""
-    moved = session.execute(
-        update(ExecutionPlan)
-        .where(*_key(settings, model_sha256))
-        .values(plan=plan.to_dict(), updated_at=utcnow())
+    """Insert or update, inside the caller's transaction (the one that writes the result), in
+    one statement: when two workers remember the same file at once, the later plan stays."""
+    insert = dialect_insert(session)
+    key = {
+        "model_sha256": model_sha256,
+        "device": settings.device,
+        "threads": settings.sandbox_thread_count,
+        "torch_version": torch_version(),
+    }
+    values = {"plan": plan.to_dict(), "updated_at": utcnow()}
+    session.execute(
+        insert(ExecutionPlan)
+        .values(**key, **values)
+        .on_conflict_do_update(index_elements=list(key), set_=values)
     )
-    if moved.rowcount:  # type: ignore[attr-defined]
-        return
-    try:
-        with session.begin_nested():
-            session.add(
-                ExecutionPlan(
-                    model_sha256=model_sha256,
-                    device=settings.device,
-                    threads=settings.sandbox_thread_count,
-                    torch_version=torch_version(),
-                    plan=plan.to_dict(),
-                )
-            )
-    except IntegrityError:
-        pass  # another worker remembered it first; either plan is fine
