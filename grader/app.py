@@ -27,6 +27,7 @@ from grader.runtime.sweeper import SweeperThread
 from grader.submissions.events import close_hubs, submission_changed
 from grader.submissions.grading import mark_sent
 from grader.submissions.service import Publish
+from grader.submissions.upload import prepare_storage
 
 logger = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
@@ -146,6 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        prepare_storage(settings.uploads_dir)
         publisher = Publisher(settings)
         app.state.publish = make_publish(settings, publisher)
         sweeper = SweeperThread(settings, publisher) if settings.sweeper_enabled else None

@@ -189,6 +189,18 @@ _durable_dirs: set[Path] = set()
 _durable_lock = threading.Lock()
 
 
+def prepare_storage(uploads_dir: Path) -> None:
+    """Make every prefix directory, durably, once per process: uploads then pay only their own
+    fsyncs, inside the transaction that admits them."""
+    uploads_dir.mkdir(parents=True, exist_ok=True)
+    prefixes = [uploads_dir / f"{i:02x}" for i in range(256)]
+    for directory in prefixes:
+        directory.mkdir(exist_ok=True)
+    _fsync_dir(uploads_dir)
+    with _durable_lock:
+        _durable_dirs.update(prefixes)
+
+
 def _ensure_durable_dir(directory: Path, *, parent: Path) -> None:
     if directory in _durable_dirs and directory.is_dir():
         return
