@@ -374,8 +374,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layout", choices=("embedded", "production"), default="embedded")
     parser.add_argument("--api-processes", type=int, default=2, help="production layout")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/29",
-                        help="production layout: a Redis database this run may empty")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/11",
+                        help="production layout: a Redis database this run may empty "
+                        "(the tests use 12-14)")
     parser.add_argument("--url", help="an already running server (default: start one)")
     parser.add_argument("--admin-password", default=None)
     parser.add_argument("--overhead-n", type=int, default=20)
