@@ -123,3 +123,18 @@ def test_a_plan_that_fails_late_finishes_at_batch_1(
     with torch.no_grad():
         expected = torch.cat([model(x[i : i + 1]).view(-1, 15, 2) for i in range(len(x))])
     np.testing.assert_allclose(predictions, expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("threads", "first_batch"), [(1, 8), (2, 32)])
+def test_a_tiny_model_is_first_tried_at_the_batch_its_thread_count_favours(
+    threads: int, first_batch: int, small_test_set: TestSet, tmp_path: Path
+) -> None:
+    """On one thread batch 8 stays in the cache and beats 32 even for tiny models (the zoo
+    benchmark on one thread); on two, a call needs the larger batch's work."""
+    path = export("tiny_cnn", tmp_path / "tiny_cnn.pt")
+    _, report = predict_with_plan(
+        load_model(path, device="cpu"), small_test_set.images, device="cpu", max_batch=32,
+        threads=threads, tuning_share=1e9,
+    )
+    tried = [t.plan for t in report.trials if t.verdict != "skipped"]
+    assert tried[0] == Plan("fused", first_batch, threads), [t.to_dict() for t in report.trials]

@@ -308,7 +308,8 @@ def test_copies_graded_at_the_same_moment_still_find_each_other(
     second = int(bob.upload(slug, models["traced"]).json()["id"])
     with session_scope(settings.sqlalchemy_url, write=False) as session:
         exercise = session.query(Exercise).filter_by(slug=slug).one()
-        path, sha, version = exercise.testset_path, exercise.testset_sha256, exercise.testset_version
+        path, sha = exercise.testset_path, exercise.testset_sha256
+        version = exercise.testset_version
     assert path is not None
     labels = load_test_set(Path(path)).labels
     predictions = labels + np.random.default_rng(3).normal(0, 0.05, labels.shape)
