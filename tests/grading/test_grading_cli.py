@@ -40,6 +40,19 @@ def test_reference_model_passes_the_demo(env: dict[str, str]) -> None:
     assert report["seconds"] > 0
 
 
+def test_one_evaluation_may_use_every_core(env: dict[str, str]) -> None:
+    """A worker splits the cores between its grading processes; `grader evaluate` grades one
+    model at a time, so its plans may use them all (unless GRADER_SANDBOX_THREADS says)."""
+    cores = len(os.sched_getaffinity(0))
+    result = run(env, str(EXAMPLES / "reference_model.pt"), "--json")
+    assert result.returncode == 0, result.stderr
+    trials = json.loads(result.stdout)["trials"]
+    assert max(t["threads"] for t in trials) == cores, trials
+    pinned = run({**env, "GRADER_SANDBOX_THREADS": "1"}, str(EXAMPLES / "reference_model.pt"),
+                 "--json")
+    assert {t["threads"] for t in json.loads(pinned.stdout)["trials"]} == {1}
+
+
 def test_dummy_model_fails_the_demo(env: dict[str, str]) -> None:
     result = run(env, str(EXAMPLES / "dummy_model.pt"), "--json")
     assert result.returncode == 1, result.stderr

@@ -78,6 +78,9 @@ def evaluate(
         updates["batch_size"] = batch_size
     if no_sandbox:
         updates["sandbox_enabled"] = False
+    if not settings.sandbox_threads:
+        # One grading at a time here: it may use every core, not a worker slot's share.
+        updates["worker_concurrency"] = 1
     settings = settings.model_copy(update=updates)
 
     if not model.is_file():
