@@ -111,8 +111,7 @@ def prepare_grading(
 
 def record_grading(session: Session, draft: Draft) -> None:
     """Inside the transaction that records the result: keep the prepared fingerprint, flag the
-    pairs and score the public and private parts when the exercise
-    has a split."""
+    pairs, and score the public and private parts when the exercise has a split."""
     session.execute(delete(Fingerprint).where(Fingerprint.submission_id == draft.submission_id))
     _drop_pairs_of(session, [draft.submission_id])
     if draft.predictions is not None and draft.labels is not None:
