@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from grader.auth.models import User
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 SIMILARITY_THRESHOLD = 0.95
 # Rows of the all-pairs matrix computed at once in a rescan (memory: block × n × 8 bytes).
 _BLOCK = 1024
+# PostgreSQL advisory locks (class, exercise id) that serialise flagging within an exercise.
+_FLAG_LOCK_CLASS = 0x6772
 
 
 # --- recording ---------------------------------------------------------------------------
@@ -164,6 +166,10 @@ def _same_file(session: Session, draft: Draft) -> set[int]:
 
 def _flag(session: Session, draft: Draft) -> None:
     """Flag the prepared submission against every other student's on its exercise."""
+    if session.get_bind().dialect.name == "postgresql":
+        # Two results of one exercise written at once would each miss the other's uncommitted
+        # fingerprint: they take turns from here to their commit (SQLite's writers always do).
+        session.execute(select(func.pg_advisory_xact_lock(_FLAG_LOCK_CLASS, draft.exercise_id)))
     baselines = _baseline_ids(session, exercise_id=draft.exercise_id)
     if draft.submission_id in baselines:
         return

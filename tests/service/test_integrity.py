@@ -333,3 +333,59 @@ def test_copies_graded_at_the_same_moment_still_find_each_other(
         (first, second)
     ], pairs
     assert pairs[0]["similarity"] == pytest.approx(1.0)
+
+
+def test_results_written_in_overlapping_transactions_still_find_each_other(
+    settings: Settings, admin: Api, make_student: Any, make_exercise: Any,
+    models: dict[str, Path],
+) -> None:
+    """Two workers write the results of two copies at the same moment: neither transaction sees
+    the other's uncommitted fingerprint unless they take turns (PostgreSQL: an advisory lock
+    per exercise; SQLite: its one writer)."""
+    import threading
+    import time
+
+    from grader.db import session_scope
+    from grader.exercises.models import Exercise
+    from grader.grading.testdata.testsets import load_test_set
+    from grader.integrity import service as integrity
+
+    slug = make_exercise()
+    ada, bob = make_student(), make_student()
+    first = int(ada.upload(slug, models["original"]).json()["id"])
+    second = int(bob.upload(slug, models["traced"]).json()["id"])
+    with session_scope(settings.sqlalchemy_url, write=False) as session:
+        exercise = session.query(Exercise).filter_by(slug=slug).one()
+        path, sha = exercise.testset_path, exercise.testset_sha256
+        version = exercise.testset_version
+    assert path is not None
+    labels = load_test_set(Path(path)).labels
+    predictions = labels + np.random.default_rng(4).normal(0, 0.05, labels.shape)
+    drafts: dict[int, Any] = {}
+    for sid in (first, second):
+        with session_scope(settings.sqlalchemy_url, write=False) as session:
+            drafts[sid] = integrity.prepare_grading(
+                session, submission_id=sid, testset_sha256=sha, testset_version=version,
+                kind="keypoints", threshold=100.0, predictions=predictions, labels=labels,
+            )
+        assert drafts[sid] is not None
+    errors: list[BaseException] = []
+
+    def write_second() -> None:
+        try:
+            with session_scope(settings.sqlalchemy_url) as session:
+                integrity.record_grading(session, drafts[second])
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    with session_scope(settings.sqlalchemy_url) as session:
+        integrity.record_grading(session, drafts[first])
+        other = threading.Thread(target=write_second)
+        other.start()
+        time.sleep(1.0)  # the second transaction runs (or waits) while the first is open
+    other.join(timeout=60)
+    assert not other.is_alive() and not errors, errors
+    pairs = _pairs(admin, slug)
+    assert [(p["first"]["submission_id"], p["second"]["submission_id"]) for p in pairs] == [
+        (first, second)
+    ], pairs
