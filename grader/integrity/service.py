@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 SIMILARITY_THRESHOLD = 0.95
 # Rows of the all-pairs matrix computed at once in a rescan (memory: block × n × 8 bytes).
 _BLOCK = 1024
-# PostgreSQL advisory locks (class, exercise id) that serialise flagging within an exercise.
+# PostgreSQL advisory locks (class, exercise id) that serialise recording within an exercise.
 _FLAG_LOCK_CLASS = 0x6772
 
 
@@ -114,6 +114,11 @@ def prepare_grading(
 def record_grading(session: Session, draft: Draft) -> None:
     """Inside the transaction that records the result: keep the prepared fingerprint, flag the
     pairs, and score the public and private parts when the exercise has a split."""
+    if session.get_bind().dialect.name == "postgresql":
+        # Two results of one exercise written at once would each miss the other's uncommitted
+        # fingerprint: they take turns from here to their commit (SQLite's writers always do).
+        # First, before any integrity row is touched, so a turn never waits on another's rows.
+        session.execute(select(func.pg_advisory_xact_lock(_FLAG_LOCK_CLASS, draft.exercise_id)))
     session.execute(delete(Fingerprint).where(Fingerprint.submission_id == draft.submission_id))
     _drop_pairs_of(session, [draft.submission_id])
     if draft.predictions is not None and draft.labels is not None:
@@ -166,10 +171,6 @@ def _same_file(session: Session, draft: Draft) -> set[int]:
 
 def _flag(session: Session, draft: Draft) -> None:
     """Flag the prepared submission against every other student's on its exercise."""
-    if session.get_bind().dialect.name == "postgresql":
-        # Two results of one exercise written at once would each miss the other's uncommitted
-        # fingerprint: they take turns from here to their commit (SQLite's writers always do).
-        session.execute(select(func.pg_advisory_xact_lock(_FLAG_LOCK_CLASS, draft.exercise_id)))
     baselines = _baseline_ids(session, exercise_id=draft.exercise_id)
     if draft.submission_id in baselines:
         return
