@@ -290,17 +290,17 @@ def test_the_similarity_separates_copies_from_independent_errors() -> None:
     assert similarity(np.zeros_like(truth), np.zeros_like(truth) + 0.01) == 0.0
 
 
-def test_copies_graded_at_the_same_moment_still_find_each_other(
-    settings: Settings, admin: Api, make_student: Any, make_exercise: Any,
-    models: dict[str, Path],
-) -> None:
-    """Two workers finish two copies at once: each prepares its comparison before the other's
-    fingerprint is stored, so the one recorded second must compare with what came in between."""
+def _prepared_copies(
+    settings: Settings, make_student: Any, make_exercise: Any, models: dict[str, Path],
+    *, seed: int,
+) -> tuple[str, int, int, list[Any]]:
+    """Two students upload copies of one model; both gradings are prepared (same predictions)
+    before either is recorded, as two workers finishing at once do. (slug, first, second,
+    their drafts)."""
     from grader.db import session_scope
     from grader.exercises.models import Exercise
     from grader.grading.testdata.testsets import load_test_set
     from grader.integrity import service as integrity
-    from grader.integrity.models import Fingerprint
 
     slug = make_exercise()
     ada, bob = make_student(), make_student()
@@ -312,7 +312,7 @@ def test_copies_graded_at_the_same_moment_still_find_each_other(
         version = exercise.testset_version
     assert path is not None
     labels = load_test_set(Path(path)).labels
-    predictions = labels + np.random.default_rng(3).normal(0, 0.05, labels.shape)
+    predictions = labels + np.random.default_rng(seed).normal(0, 0.05, labels.shape)
     drafts = []
     for sid in (first, second):
         with session_scope(settings.sqlalchemy_url, write=False) as session:
@@ -320,8 +320,25 @@ def test_copies_graded_at_the_same_moment_still_find_each_other(
                 session, submission_id=sid, testset_sha256=sha, testset_version=version,
                 kind="keypoints", threshold=100.0, predictions=predictions, labels=labels,
             )
-        assert draft is not None and draft.similar == {}  # neither sees the other yet
+        assert draft is not None
         drafts.append(draft)
+    return slug, first, second, drafts
+
+
+def test_copies_graded_at_the_same_moment_still_find_each_other(
+    settings: Settings, admin: Api, make_student: Any, make_exercise: Any,
+    models: dict[str, Path],
+) -> None:
+    """Two workers finish two copies at once: each prepares its comparison before the other's
+    fingerprint is stored, so the one recorded second must compare with what came in between."""
+    from grader.db import session_scope
+    from grader.integrity import service as integrity
+    from grader.integrity.models import Fingerprint
+
+    slug, first, second, drafts = _prepared_copies(
+        settings, make_student, make_exercise, models, seed=3
+    )
+    assert all(draft.similar == {} for draft in drafts)  # neither sees the other yet
     for draft in drafts:
         with session_scope(settings.sqlalchemy_url) as session:
             integrity.record_grading(session, draft)
@@ -346,40 +363,22 @@ def test_results_written_in_overlapping_transactions_still_find_each_other(
     import time
 
     from grader.db import session_scope
-    from grader.exercises.models import Exercise
-    from grader.grading.testdata.testsets import load_test_set
     from grader.integrity import service as integrity
 
-    slug = make_exercise()
-    ada, bob = make_student(), make_student()
-    first = int(ada.upload(slug, models["original"]).json()["id"])
-    second = int(bob.upload(slug, models["traced"]).json()["id"])
-    with session_scope(settings.sqlalchemy_url, write=False) as session:
-        exercise = session.query(Exercise).filter_by(slug=slug).one()
-        path, sha = exercise.testset_path, exercise.testset_sha256
-        version = exercise.testset_version
-    assert path is not None
-    labels = load_test_set(Path(path)).labels
-    predictions = labels + np.random.default_rng(4).normal(0, 0.05, labels.shape)
-    drafts: dict[int, Any] = {}
-    for sid in (first, second):
-        with session_scope(settings.sqlalchemy_url, write=False) as session:
-            drafts[sid] = integrity.prepare_grading(
-                session, submission_id=sid, testset_sha256=sha, testset_version=version,
-                kind="keypoints", threshold=100.0, predictions=predictions, labels=labels,
-            )
-        assert drafts[sid] is not None
+    slug, first, second, (draft_first, draft_second) = _prepared_copies(
+        settings, make_student, make_exercise, models, seed=4
+    )
     errors: list[BaseException] = []
 
     def write_second() -> None:
         try:
             with session_scope(settings.sqlalchemy_url) as session:
-                integrity.record_grading(session, drafts[second])
+                integrity.record_grading(session, draft_second)
         except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
 
     with session_scope(settings.sqlalchemy_url) as session:
-        integrity.record_grading(session, drafts[first])
+        integrity.record_grading(session, draft_first)
         other = threading.Thread(target=write_second)
         other.start()
         time.sleep(1.0)  # the second transaction runs (or waits) while the first is open
