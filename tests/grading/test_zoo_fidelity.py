@@ -70,6 +70,29 @@ def test_exhaustive_tuning_picks_a_verified_plan(
         assert {"optimized", "fused", "frozen", "channels_last", "plain"} <= variants
 
 
+@pytest.mark.parametrize(("name", "checked"), [("relu_cnn", False), ("batch1_only", True)])
+def test_batching_is_checked_only_after_a_batched_candidate_fails(
+    name: str, checked: bool, small_test_set: TestSet, tmp_path: Path
+) -> None:
+    """The plain module's batch-8 check costs a batch of forward passes: a model whose first
+    batched candidate agrees is spared it, one whose first batched candidate fails gets it
+    right after, and then no batched candidate is spent on it."""
+    path = export(name, tmp_path / f"{name}.pt")
+    announced: list[Plan] = []
+    _, report = predict_with_plan(
+        load_model(path, device="cpu"), small_test_set.images, device="cpu", max_batch=32,
+        threads=THREADS, tuning_share=1e9, announce=announced.append,
+    )
+    first = Plan("fused", 8, THREADS)
+    assert announced[0] == first
+    assert (announced[1] == Plan("plain", 8, THREADS)) == checked, announced
+    if checked:
+        assert all(p.batch_size == 1 for p in announced[2:]), announced
+        assert report.plan.batch_size == 1
+    else:
+        assert report.trials[0].plan == first and report.trials[0].per_image_ms is not None
+
+
 def test_a_plan_that_crashes_the_process_is_dropped(
     small_test_set: TestSet, tmp_path: Path
 ) -> None:

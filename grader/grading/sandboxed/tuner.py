@@ -197,7 +197,7 @@ class Tuner:
     def _batches(self) -> bool:
         """One untimed run of the plain module at batch 8 on the reference images: a model
         that fails there (`x.view(1, -1)`) or answers differently (it mixes the images of a
-        batch) is only ever run at batch 1, and no batched candidate is spent on it."""
+        batch) is only ever run at batch 1, and no more batched candidates are spent on it."""
         size = min(8, self.max_batch, len(self.reference))
         probe = Plan("plain", size, self.threads)
         if size <= 1 or self._avoided(probe):
@@ -277,17 +277,28 @@ class Tuner:
             if self._try(hint, budgeted=False, reuse=True):
                 return self.best
         seen: set[Plan] = {self.best.plan}
-        if self._ahead_s() * self.share / TUNING_SHARE >= MIN_WORK_S:
-            self.batch_ok = self._batches()
+        batching_checked = False
         for plan in self._candidates():
             if plan in seen or (plan.batch_size > 1 and not self.batch_ok) or self._avoided(plan):
                 continue
             if self._worth_trying(plan, first=len(seen) == 1):
                 self._try(plan, budgeted=True)
+                if plan.batch_size > 1 and not batching_checked:
+                    batching_checked = self._check_batching(self.trials[-1])
             else:
                 self.trials.append(Trial(plan, "skipped"))
             seen.add(plan)
         return self.best
+
+    def _check_batching(self, trial: Trial) -> bool:
+        """After the first batched candidate: True once batching is known to be sound. A
+        candidate that agreed proves it; one that failed or disagreed may be the variant's
+        fault or the batch's, which the plain module at batch 8 tells apart. Checking only
+        then spares most models a batch of plain forward passes (BENCHMARKS.md)."""
+        if trial.verdict in ("failed", "disagrees"):
+            self.batch_ok = self._batches()
+            return True
+        return trial.per_image_ms is not None  # it ran to the check and agreed
 
     def _worth_trying(self, plan: Plan, *, first: bool) -> bool:
         ahead = self._ahead_s()
