@@ -38,6 +38,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_drain import draw  # noqa: E402  (this script's folder is on sys.path)
+
 from grader.config import get_settings  # noqa: E402
 from grader.grading import sandbox  # noqa: E402
 from grader.grading.engine import grade_model_file, sandbox_limits  # noqa: E402
@@ -49,6 +51,7 @@ from tests.support.zoo import ZOO, build, export, mflop_per_image  # noqa: E402
 
 PLAIN_BATCHES = (1, 8, 32, 128)
 PLAN_BATCHES = (1, 8, 32)
+DRAIN_SUBMISSIONS = 100
 
 
 def matmul_peak_gflops(threads: int) -> float:
@@ -234,6 +237,18 @@ def main() -> None:
         f"{statistics.median(ratios):.2f}x; sum course {sum(r['course_s'] for r in rows):.1f} s,"
         f" sum engine {sum(r['engine_s'] for r in rows):.1f} s"
     )
+    best_sum = sum(r["best_s"] for r in rows)
+    course_sum = sum(r["course_s"] for r in rows)
+    print(f"sum best {best_sum:.1f} s: each model's best plan, summed, is "
+          f"{course_sum / best_sum:.2f}x the course loop")
+    if len(rows) == len(ZOO):
+        by_name = {r["model"]: r for r in rows}
+        drawn = draw(DRAIN_SUBMISSIONS)
+        course = sum(by_name[n]["course_s"] for n in drawn)
+        best = sum(by_name[n]["best_s"] for n in drawn)
+        print(f"as bench_drain.py draws {DRAIN_SUBMISSIONS}: course {course:.1f} s, best plans "
+              f"{best:.1f} s ({course / best:.2f}x), engine "
+              f"{sum(by_name[n]['engine_s'] for n in drawn):.1f} s, one model at a time")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 
