@@ -22,11 +22,25 @@ def honest_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_scripted(Honest(), tmp_path_factory.mktemp("honest") / "honest.pt")
 
 
-@pytest.fixture(scope="session")
-def honest_reference(honest_model: Path, images: np.ndarray) -> np.ndarray:
+def in_process_predictions(model: Path, images: np.ndarray) -> np.ndarray:
+    """What the sandbox must return for `model`, bit for bit: the same code in this process,
+    on the sandbox's thread count (split over more threads, a float32 sum may round
+    differently: MKL's sgemm on Intel CPUs does)."""
+    import torch
+
     from grader.grading.sandboxed.predict import load_model, predict
 
-    return predict(load_model(honest_model, device="cpu"), images, device="cpu", batch_size=8)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(sandbox.SandboxLimits().threads)
+    try:
+        return predict(load_model(model, device="cpu"), images, device="cpu", batch_size=8)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def honest_reference(honest_model: Path, images: np.ndarray) -> np.ndarray:
+    return in_process_predictions(honest_model, images)
 
 
 @pytest.fixture(scope="session", autouse=True)

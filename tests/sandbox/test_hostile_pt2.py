@@ -13,8 +13,9 @@ import torch
 
 from grader.grading.archive import PT2, check_model_archive
 from grader.grading.failures import FailureKind, GradingFailure
-from grader.grading.sandboxed.predict import load_model, predict
+from grader.grading.sandboxed.predict import load_model
 from tests.sandbox import hostile_pt2 as hp
+from tests.sandbox.conftest import in_process_predictions
 
 pytestmark = pytest.mark.usefixtures("honest_still_works")
 Run = Callable[..., np.ndarray]
@@ -59,8 +60,7 @@ def test_an_honest_program_passes_and_is_graded_exactly(
     run_sandboxed: Run, honest_program: Path, images: np.ndarray
 ) -> None:
     assert check_model_archive(honest_program, max_bytes=MAX) == PT2
-    expected = predict(load_model(honest_program, device="cpu"), images, device="cpu",
-                       batch_size=8)
+    expected = in_process_predictions(honest_program, images)
     np.testing.assert_array_equal(run_sandboxed(honest_program), expected)
 
 

@@ -90,16 +90,17 @@ class LiveServer:
     ) -> tuple[str, str]:
         """Create a student through the API; returns (username, password)."""
         username = username or f"student-{uuid.uuid4().hex[:8]}"
+        body = {"username": username, "password": password, "role": "student",
+                "student_id": student_id}
         with self.admin_client() as client:
-            response = client.post(
-                "/api/v1/users",
-                json={
-                    "username": username,
-                    "password": password,
-                    "role": "student",
-                    "student_id": student_id,
-                },
-            )
+            response = client.post("/api/v1/users", json=body)
+            for _ in range(5):
+                # 503 "busy, nothing was changed": the server's own answer when SQLite's write
+                # lock moved under a read-then-write transaction; it asks for a retry.
+                if response.status_code != 503:
+                    break
+                time.sleep(float(response.headers.get("Retry-After", "1")))
+                response = client.post("/api/v1/users", json=body)
         response.raise_for_status()
         return username, password
 
