@@ -89,6 +89,8 @@ def test_batching_is_checked_only_after_a_batched_candidate_fails(
     if checked:
         assert all(p.batch_size == 1 for p in announced[2:]), announced
         assert report.plan.batch_size == 1
+        # The other variants are still tried, at batch 1.
+        assert {p.variant for p in announced[2:]} >= {"fused", "optimized", "frozen"}, announced
     else:
         assert report.trials[0].plan == first and report.trials[0].per_image_ms is not None
 

@@ -241,7 +241,10 @@ class Tuner:
             # Fusion lost to batch 1: when a batch's activations outgrow the cache (1x1 convs
             # at full resolution), batch 1 is the fastest way for every variant.
             yield Plan("fused", 1, t)
-        size = self.best.plan.batch_size if self.best.plan.variant == "fused" else first
+        if self.best.plan.variant == "fused":
+            size = self.best.plan.batch_size
+        else:  # batch 1 if fusion's batched run showed the model needs it
+            size = first if self.batch_ok else 1
         for variant in ("optimized", "channels_last", "plain", "frozen"):
             yield Plan(variant, size, t)
         if self.batch_ok:
