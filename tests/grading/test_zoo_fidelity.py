@@ -83,8 +83,8 @@ def test_batching_is_checked_only_after_a_batched_candidate_fails(
         load_model(path, device="cpu"), small_test_set.images, device="cpu", max_batch=32,
         threads=THREADS, tuning_share=1e9, announce=announced.append,
     )
-    first = Plan("fused", 8, THREADS)
-    assert announced[0] == first
+    first = announced[0]  # batch 8, or 32 for a model that is fast enough per image
+    assert first.variant == "fused" and first.batch_size > 1, announced
     assert (announced[1] == Plan("plain", 8, THREADS)) == checked, announced
     if checked:
         assert all(p.batch_size == 1 for p in announced[2:]), announced
