@@ -26,6 +26,7 @@ from grader.grading.archive import PT2, detect_format
 from grader.grading.failures import FailureKind, GradingFailure
 from grader.grading.kinds import DEFAULT_KIND, Kind, get_kind
 from grader.grading.plans import Plan
+from grader.grading.sandboxed.contest import Contest
 from grader.grading.sandboxed.exported import Exported, differs_between_runs, load_exported
 from grader.grading.sandboxed.tuner import (
     REFERENCE_IMAGES,
@@ -184,28 +185,45 @@ class Runner:
         steady = sorted(times[2:] or times)[len(times[2:] or times) // 2]
         return torch.cat(outs), steady * len(times)
 
-    def run_plan(self, prepared: Prepared, x: torch.Tensor) -> tuple[list[torch.Tensor], int]:
-        """Predict `x` with the chosen plan; returns the outputs and how many images they
-        cover (fewer than all when a batch failed: the caller finishes those at batch 1). The
-        last batch is padded with copies of its last image, so every call has the shape the
-        plan was verified and compiled for."""
-        size = prepared.plan.batch_size
+    def run_plan(
+        self, prepared: Prepared, x: torch.Tensor, contender: Prepared | None = None,
+        announce: Callable[[Plan], None] | None = None,
+    ) -> tuple[list[torch.Tensor], int, Prepared]:
+        """Predict `x` with the chosen plan, or with the faster of it and a `contender` (see
+        contest.py); returns the outputs, how many images they cover (fewer than all when a
+        batch failed: the caller finishes those at batch 1) and the plan that ran the rest.
+        The last batch is padded with copies of its last image, so every call has the shape
+        the plan was verified and compiled for. `announce` is called each time the plan
+        changes, before it runs."""
+        contest = Contest(prepared, contender, x.shape[0])
         outs: list[torch.Tensor] = []
         done = 0
+        running: Prepared | None = None
         while done < x.shape[0]:
+            plan = contest.pick()
+            if plan is not running and announce is not None:
+                announce(plan.plan)
+            running = plan
+            if torch.get_num_threads() != plan.plan.threads:
+                torch.set_num_threads(plan.plan.threads)
+            size = plan.plan.batch_size
             chunk = x[done : done + size]
             k = chunk.shape[0]
             if k < size:
                 chunk = torch.cat([chunk, chunk[-1:].expand(size - k, *chunk.shape[1:])])
+            started = time.perf_counter()
             try:
-                out = self.run(prepared.forward, prepared.batch_input(chunk))
+                out = self.run(plan.forward, plan.batch_input(chunk))
             except GradingFailure:
                 raise
             except Exception:
+                if contest.drop(plan):
+                    continue
                 break
+            contest.record(plan, time.perf_counter() - started, k)
             outs.append(out[:k])
             done += k
-        return outs, done
+        return outs, done, contest.winner
 
     def settle_ties(self, predictions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Rows a plan's float32 rounding could flip (a near tie between two classes) are
@@ -262,10 +280,12 @@ def predict_with_plan(
         report.plan, report.trials = best.plan, tuner.trials
         head = tuner.reference
         report.reference_images = head.shape[0]
-        if announce is not None and best.plan.variant != "plain":
-            announce(best.plan)
         clock = time.perf_counter()
-        outs, done = runner.run_plan(best, x[head.shape[0] :])
+        outs, done, best = runner.run_plan(
+            best, x[head.shape[0] :], tuner.contender(), announce=announce
+        )
+        tuner.settle(best)
+        report.plan = best.plan
         start = head.shape[0] + done
         if start < n:  # a batch failed: the course's way for the rest names any real error
             outs.append(runner.batch1(x[start:], first=start))
@@ -307,7 +327,7 @@ def predict_preview(
     try:
         with torch.inference_mode():
             x = runner.kind.to_input(images).to(device)
-            outs, done = runner.run_plan(report.prepared, x)
+            outs, done, _ = runner.run_plan(report.prepared, x)
         if done < x.shape[0]:
             return None
         return torch.cat(outs).numpy() if outs else runner.empty().numpy()

@@ -54,6 +54,8 @@ COMPILE_PRIOR_S = 8.0
 # inductor cannot build its kernels there, so the variant is not tried.
 compile_allowed = True
 _FREEZES_IN_PREP = {"frozen": 1.0, "fused": 1.0, "channels_last": 1.3, "optimized": 2.0}
+# A verified runner-up this close to the best is raced against it in the run (contest.py).
+_CONTEST_WITHIN = 2.0
 _ATOL = 1e-5
 _RTOL = 1e-5
 
@@ -156,6 +158,7 @@ class Tuner:
         per_image = reference_s / max(1, len(reference))
         self.reference_per_image_s = per_image
         self.best = Prepared(Plan("plain", 1, self.threads), model, per_image)
+        self.verified: list[Prepared] = [self.best]  # every candidate that agreed, timed
         self.trials: list[Trial] = []
         self.spent_s = 0.0
         self.freeze_s: float | None = None
@@ -278,6 +281,7 @@ class Tuner:
                 self.trials.append(Trial(hint, "reused"))
                 return self.best
             if self._try(hint, budgeted=False, reuse=True):
+                self.verified = [self.best]  # chosen before, contest included: no contender
                 return self.best
         seen: set[Plan] = {self.best.plan}
         batching_checked = False
@@ -292,6 +296,29 @@ class Tuner:
                 self.trials.append(Trial(plan, "skipped"))
             seen.add(plan)
         return self.best
+
+    def contender(self) -> Prepared | None:
+        """The fastest other verified plan, when its one timed batch came close enough to the
+        best's for that batch's noise to have decided between them."""
+        others = [
+            p for p in self.verified
+            if p.plan != self.best.plan and p.per_image_s <= self.best.per_image_s * _CONTEST_WITHIN
+        ]
+        return min(others, key=lambda p: p.per_image_s) if others else None
+
+    def settle(self, winner: Prepared) -> None:
+        """The run's contest chose `winner`: the trials say so."""
+        if winner.plan == self.best.plan:
+            return
+        found = False
+        for trial in self.trials:
+            if trial.verdict == "chosen":
+                trial.verdict = "slower"
+            elif trial.plan == winner.plan and trial.verdict == "slower":
+                trial.verdict, found = "chosen", True
+        if not found:  # the course's own way, timed by the reference
+            self.trials.append(Trial(winner.plan, "chosen", winner.per_image_s * 1000))
+        self.best = winner
 
     def _check_batching(self, trial: Trial) -> bool:
         """After the first batched candidate: True once batching is known to be sound. A
@@ -405,9 +432,10 @@ class Tuner:
         if reuse:
             prepared.per_image_s = per_image
             return "reused", per_image, prepared
+        prepared.per_image_s = per_image
+        self.verified.append(prepared)
         if per_image >= self.best.per_image_s:
             return "slower", per_image, None
-        prepared.per_image_s = per_image
         return "chosen", per_image, prepared
 
 
