@@ -6,7 +6,8 @@ For each zoo model, `--repeat` gradings through the sandbox (`grade_model_file`,
 already up) and as many in this process (`predict_with_plan` on a freshly loaded model, after
 the fork server's own warm-up), alternated: per grading the tuning time, the run time (the
 images after the reference, with the chosen plan), the plan, and the minor page faults of the
-in-process gradings. The tuner's trials are printed with `--trials`.
+in-process gradings. The tuner's trials are printed with `--trials`. `--plan fused@8` grades
+with that plan as the hint (no tuning, no contest), to compare run times alone.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from grader.config import get_settings  # noqa: E402
 from grader.grading import sandbox  # noqa: E402
 from grader.grading.engine import grade_model_file, sandbox_limits  # noqa: E402
+from grader.grading.plans import Plan  # noqa: E402
 from grader.grading.sandboxed import zygote  # noqa: E402
 from grader.grading.sandboxed.predict import load_model, predict_with_plan  # noqa: E402
 from grader.grading.testdata.demo import demo_test_set_path  # noqa: E402
@@ -38,7 +40,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--trials", action="store_true")
+    parser.add_argument("--plan", default="", help="variant@batch: grade with this plan")
     args = parser.parse_args()
+    hint = None
+    if args.plan:
+        variant, batch = args.plan.split("@")
+        hint = Plan(variant, int(batch), args.threads)
     warnings.simplefilter("ignore")
     torch.set_num_threads(args.threads)
     settings = get_settings().model_copy(update={"sandbox_threads": args.threads})
@@ -51,7 +58,8 @@ def main() -> None:
             path = export(name, Path(tmp) / f"{name}.pt")
             for i in range(args.repeat):
                 outcome = grade_model_file(path, test_set, threshold=100.0,
-                                           max_model_bytes=20 * 2**20, settings=settings)
+                                           max_model_bytes=20 * 2**20, settings=settings,
+                                           plan_hint=hint)
                 t = outcome.timings
                 plan = outcome.plan.describe() if outcome.plan else outcome.status
                 print(f"{name:<16} sandbox    #{i}  tuning {t.get('child_tuning_s', 0):6.3f} s"
@@ -62,7 +70,8 @@ def main() -> None:
                 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 start = time.perf_counter()
                 _, report = predict_with_plan(load_model(path, device="cpu"), test_set.images,
-                                              device="cpu", max_batch=128, threads=args.threads)
+                                              device="cpu", max_batch=128, threads=args.threads,
+                                              hint=hint)
                 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
                 print(f"{name:<16} in-process #{i}  tuning {report.tuning_s:6.3f} s  run "
                       f"{report.run_s:6.3f} s  {report.plan.describe()}  ({faults} minor page "

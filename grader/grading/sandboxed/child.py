@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 from grader.grading import protocol
 from grader.grading.failures import FailureKind, GradingFailure
 from grader.grading.kinds import Kind, get_kind
-from grader.grading.sandboxed import confine
+from grader.grading.sandboxed import confine, heap
 
 # Text of errors a confined open/write produces, as TorchScript relays them.
 _VIOLATION = re.compile(
@@ -304,6 +304,7 @@ def run(raw_request: dict[str, Any], *, zygote_pid: int, images_fd: int, model_f
     code = 0
     try:
         gc.disable()  # a short-lived process: a full collection would only cost time
+        heap.keep_freed_memory()  # and what it frees serves its next batch
         os.setsid()  # its own process group, so the parent can kill everything it starts
         confine.die_with_parent()
         _close_other_fds({images_fd, model_fd, result_fd})

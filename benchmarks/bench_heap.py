@@ -1,0 +1,105 @@
+"""Freed memory kept or returned: a grading's run time in a fresh process, side by side.
+
+    python benchmarks/bench_heap.py --threads 1 --repeat 2
+
+A sandbox child is a fresh process: glibc returns each batch's freed activations to the
+kernel, and the next batch faults them in again. For each zoo model, the plan is tuned once;
+then fresh processes grade the 1000-image demo set with that plan (as a hint: no tuning), with
+glibc's defaults and with the child's `keep_freed_memory()`, alternated. Printed per model:
+the best run time of each, their ratio, and the minor page faults of the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODELS = (
+    "tiny_cnn,lenet,mlp_wide,naimish_elu_680,naimish_leaky,shared_prelu_strided,"
+    "prelu_per_channel,selu_cnn,relu_cnn,bn_cnn_fc1024,kernel7x7,kernel1x1_mix,vgg_small,"
+    "depthwise_separable,residual_small"
+)
+
+_CHILD = """
+import json, resource, sys, warnings
+warnings.simplefilter("ignore")
+sys.path.insert(0, {root!r})
+mode, path, threads, plan = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+from grader.grading.sandboxed.heap import keep_freed_memory
+if mode == "keep":
+    assert keep_freed_memory()
+import torch
+from grader.config import get_settings
+from grader.grading.plans import Plan
+from grader.grading.sandboxed.predict import load_model, predict_with_plan
+from grader.grading.testdata.demo import demo_test_set_path
+from grader.grading.testdata.testsets import load_test_set
+torch.set_num_threads(threads)
+s = get_settings()
+images = load_test_set(demo_test_set_path(s), cache_dir=s.cache_dir).images
+hint = Plan.from_dict(json.loads(plan)) if plan else None
+model = load_model(path, device="cpu")
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+_, report = predict_with_plan(model, images, device="cpu", max_batch=128, threads=threads,
+                              hint=hint)
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+print(json.dumps({{"run_s": report.run_s, "plan": report.plan.to_dict(), "faults": faults}}))
+"""
+
+
+def _grade(mode: str, path: Path, threads: int, plan: str) -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD.format(root=str(ROOT)), mode, str(path), str(threads),
+         plan],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    result: dict[str, object] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", default=DEFAULT_MODELS)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from tests.support.zoo import export
+
+    print(f"{args.threads} thread(s); best of {args.repeat}; run = the images after the "
+          "reference, with the model's tuned plan")
+    print(f"{'model':<22} {'plan':<20} {'default':>8} {'kept':>8} {'ratio':>6}  faults")
+    ratios = []
+    sums = [0.0, 0.0]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in [m for m in args.models.split(",") if m]:
+            path = export(name, Path(tmp) / f"{name}.pt")
+            plan = json.dumps(_grade("default", path, args.threads, "")["plan"])
+            runs: dict[str, list[dict[str, object]]] = {"default": [], "keep": []}
+            for _ in range(args.repeat):
+                for mode in runs:
+                    runs[mode].append(_grade(mode, path, args.threads, plan))
+            best = {m: min(float(str(r["run_s"])) for r in rs) for m, rs in runs.items()}
+            faults = {m: statistics.median(int(str(r["faults"])) for r in rs)
+                      for m, rs in runs.items()}
+            ratio = best["default"] / best["keep"]
+            ratios.append(ratio)
+            sums[0] += best["default"]
+            sums[1] += best["keep"]
+            p = json.loads(plan)
+            label = f"{p['variant']}@{p['batch_size']}"
+            print(f"{name:<22} {label:<20} {best['default']:8.3f} {best['keep']:8.3f} "
+                  f"{ratio:5.2f}x  {faults['default']:.0f} -> {faults['keep']:.0f}", flush=True)
+    print(f"runs summed: {sums[0]:.2f} s with glibc's defaults, {sums[1]:.2f} s kept "
+          f"({sums[0] / sums[1]:.2f}x); ratio min {min(ratios):.2f}x, median "
+          f"{statistics.median(ratios):.2f}x, max {max(ratios):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
