@@ -2,10 +2,11 @@
 
 glibc hands a freed block of 128 KiB or more back to the kernel (`munmap`, or a trim of the
 heap's top), so every batch maps its activations afresh and faults each of their pages in
-again. On a 2-core AVX2 host that was ~300 000 minor faults in one grading and 1.3x its run
-time (BENCHMARKS.md, "Freed memory"). A child grades one model and exits, so it keeps what it
-frees instead: no block gets a mapping of its own and the heap's top is never trimmed. The
-address-space cap (RLIMIT_AS) counts the heap as it counted those mappings.
+again: on a 2-core AVX2 host, ~300 000 minor faults in one grading and 1.5x the run time of a
+plan without oneDNN Graph fusion (BENCHMARKS.md, "The run's contest, and freed memory"). A
+child grades one model and exits, so it keeps what it frees instead: no block gets a mapping
+of its own and the heap's top is never trimmed. The address-space cap (RLIMIT_AS) counts the
+heap as it counted those mappings.
 """
 
 from __future__ import annotations
