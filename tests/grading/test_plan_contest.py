@@ -52,11 +52,12 @@ def test_a_misjudged_choice_loses_the_contest(
     looks_fast = Prepared(Plan("frozen", 8, 1), _slowed(runner.model, 0.05), 1e-4)
     runner_up = Prepared(Plan("plain", 8, 1), runner.model, 2e-4)
     announced: list[Plan] = []
+    out = torch.empty_like(expected)
     with torch.inference_mode():
-        outs, done, winner = runner.run_plan(looks_fast, x, runner_up, announce=announced.append)
+        done, winner = runner.run_plan(looks_fast, x, out, runner_up, announce=announced.append)
     assert winner is runner_up
     assert done == IMAGES
-    torch.testing.assert_close(torch.cat(outs), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     # Alternated early and late, then only the winner: three switches in the contest.
     assert announced == [looks_fast.plan, runner_up.plan, looks_fast.plan, runner_up.plan]
 
@@ -67,10 +68,11 @@ def test_a_sound_choice_keeps_its_place(
     runner, x, expected = setup
     best = Prepared(Plan("plain", 8, 1), runner.model, 2e-4)
     slow = Prepared(Plan("frozen", 8, 1), _slowed(runner.model, 0.05), 3e-4)
+    out = torch.empty_like(expected)
     with torch.inference_mode():
-        outs, done, winner = runner.run_plan(best, x, slow)
+        done, winner = runner.run_plan(best, x, out, slow)
     assert winner is best and done == IMAGES
-    torch.testing.assert_close(torch.cat(outs), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_a_runner_up_that_fails_is_dropped_without_losing_images(
@@ -87,22 +89,23 @@ def test_a_runner_up_that_fails_is_dropped_without_losing_images(
 
     best = Prepared(Plan("plain", 8, 1), runner.model, 2e-4)
     flaky = Prepared(Plan("frozen", 8, 1), fails_on_its_second_batch, 2e-4)
+    out = torch.empty_like(expected)
     with torch.inference_mode():
-        outs, done, winner = runner.run_plan(best, x, flaky)
+        done, winner = runner.run_plan(best, x, out, flaky)
     assert winner is best and done == IMAGES and calls["n"] == 2
-    torch.testing.assert_close(torch.cat(outs), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_no_contest_when_its_batches_would_be_much_of_the_run(
     setup: tuple[Runner, torch.Tensor, torch.Tensor],
 ) -> None:
-    runner, x, _ = setup
+    runner, x, expected = setup
     best = Prepared(Plan("plain", 32, 1), runner.model, 2e-4)
     other = Prepared(Plan("frozen", 32, 1), runner.model, 2e-4)
     assert ROUNDS * (32 + 32) > IMAGES / 4  # the contest would take over a quarter
     announced: list[Plan] = []
     with torch.inference_mode():
-        runner.run_plan(best, x, other, announce=announced.append)
+        runner.run_plan(best, x, torch.empty_like(expected), other, announce=announced.append)
     assert announced == [best.plan]
 
 

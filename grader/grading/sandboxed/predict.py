@@ -186,17 +186,21 @@ class Runner:
         return torch.cat(outs), steady * len(times)
 
     def run_plan(
-        self, prepared: Prepared, x: torch.Tensor, contender: Prepared | None = None,
-        announce: Callable[[Plan], None] | None = None,
-    ) -> tuple[list[torch.Tensor], int, Prepared]:
-        """Predict `x` with the chosen plan, or with the faster of it and a `contender` (see
-        contest.py); returns the outputs, how many images they cover (fewer than all when a
+        self, prepared: Prepared, x: torch.Tensor, into: torch.Tensor,
+        contender: Prepared | None = None, announce: Callable[[Plan], None] | None = None,
+    ) -> tuple[int, Prepared]:
+        """Predict `x` into `into` with the chosen plan, or with the faster of it and a
+        `contender` (see contest.py); returns how many images are done (fewer than all when a
         batch failed: the caller finishes those at batch 1) and the plan that ran the rest.
         The last batch is padded with copies of its last image, so every call has the shape
         the plan was verified and compiled for. `announce` is called each time the plan
-        changes, before it runs."""
+        changes, before it runs.
+
+        Each batch is copied out and the model's own output freed: a kept output, however
+        small, is allocated among the batch's activations and pins them apart, so in a child
+        that keeps its freed memory every batch would take fresh pages for its activations
+        (BENCHMARKS.md, "Kept outputs")."""
         contest = Contest(prepared, contender, x.shape[0])
-        outs: list[torch.Tensor] = []
         done = 0
         running: Prepared | None = None
         while done < x.shape[0]:
@@ -221,9 +225,10 @@ class Runner:
                     continue
                 break
             contest.record(plan, time.perf_counter() - started, k)
-            outs.append(out[:k])
+            into[done : done + k] = out[:k]
+            del out  # before the next batch allocates its activations
             done += k
-        return outs, done, contest.winner
+        return done, contest.winner
 
     def settle_ties(self, predictions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Rows a plan's float32 rounding could flip (a near tie between two classes) are
@@ -281,15 +286,18 @@ def predict_with_plan(
         head = tuner.reference
         report.reference_images = head.shape[0]
         clock = time.perf_counter()
-        outs, done, best = runner.run_plan(
-            best, x[head.shape[0] :], tuner.contender(), announce=announce
+        predictions = torch.empty(n, *runner.kind.output_shape)
+        predictions[: head.shape[0]] = head
+        done, best = runner.run_plan(
+            best, x[head.shape[0] :], predictions[head.shape[0] :], tuner.contender(),
+            announce=announce,
         )
         tuner.settle(best)
         report.plan = best.plan
         start = head.shape[0] + done
         if start < n:  # a batch failed: the course's way for the rest names any real error
-            outs.append(runner.batch1(x[start:], first=start))
-        predictions = runner.settle_ties(torch.cat([head, *outs]), x)
+            predictions[start:] = runner.batch1(x[start:], first=start)
+        predictions = runner.settle_ties(predictions, x)
         report.run_s = time.perf_counter() - clock
         report.prepared = best
         return predictions.numpy(), report
@@ -327,10 +335,9 @@ def predict_preview(
     try:
         with torch.inference_mode():
             x = runner.kind.to_input(images).to(device)
-            outs, done, _ = runner.run_plan(report.prepared, x)
-        if done < x.shape[0]:
-            return None
-        return torch.cat(outs).numpy() if outs else runner.empty().numpy()
+            predictions = torch.empty(x.shape[0], *runner.kind.output_shape)
+            done, _ = runner.run_plan(report.prepared, x, predictions)
+        return predictions.numpy() if done == x.shape[0] else None
     except Exception:
         return None
 
