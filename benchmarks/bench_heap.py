@@ -1,12 +1,16 @@
 """Freed memory kept or returned: a grading's run time in a fresh process, side by side.
 
     python benchmarks/bench_heap.py --threads 1 --repeat 2
+    python benchmarks/bench_heap.py --against /tmp/before   # a checkout of an earlier commit
 
 A sandbox child is a fresh process: glibc returns each batch's freed activations to the
 kernel, and the next batch faults them in again. For each zoo model, the plan is tuned once;
 then fresh processes grade the 1000-image demo set with that plan (as a hint: no tuning), with
 glibc's defaults and with the child's `keep_freed_memory()`, alternated. Printed per model:
 the best run time of each, their ratio, and the minor page faults of the run.
+
+With `--against DIR`, both sides keep freed memory, and the first side runs the grading code
+of another checkout (`git worktree add DIR <commit>`): a change to the run, side by side.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ DEFAULT_MODELS = (
 _CHILD = """
 import json, resource, sys, warnings
 warnings.simplefilter("ignore")
-sys.path.insert(0, {root!r})
-mode, path, threads, plan = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+mode, path, threads, plan, root = sys.argv[1:6]
+threads = int(threads)
+sys.path.insert(0, root)
 from grader.grading.sandboxed.heap import keep_freed_memory
 if mode == "keep":
     assert keep_freed_memory()
@@ -49,14 +54,15 @@ before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 _, report = predict_with_plan(model, images, device="cpu", max_batch=128, threads=threads,
                               hint=hint)
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print(json.dumps({{"run_s": report.run_s, "plan": report.plan.to_dict(), "faults": faults}}))
+print(json.dumps({"run_s": report.run_s, "plan": report.plan.to_dict(), "faults": faults}))
 """
 
 
-def _grade(mode: str, path: Path, threads: int, plan: str) -> dict[str, object]:
+def _grade(
+    mode: str, path: Path, threads: int, plan: str, root: Path = ROOT
+) -> dict[str, object]:
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD.format(root=str(ROOT)), mode, str(path), str(threads),
-         plan],
+        [sys.executable, "-c", _CHILD, mode, str(path), str(threads), plan, str(root)],
         check=True, capture_output=True, text=True,
     ).stdout
     result: dict[str, object] = json.loads(out.strip().splitlines()[-1])
@@ -68,35 +74,40 @@ def main() -> None:
     parser.add_argument("--models", default=DEFAULT_MODELS)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--against", type=Path, help="an earlier checkout, both sides kept")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from tests.support.zoo import export
 
+    # (column, glibc mode, checkout): the first side is the baseline.
+    sides = [("default", "default", ROOT), ("kept", "keep", ROOT)]
+    if args.against is not None:
+        sides = [("before", "keep", args.against.resolve()), ("after", "keep", ROOT)]
+
     print(f"{args.threads} thread(s); best of {args.repeat}; run = the images after the "
           "reference, with the model's tuned plan")
-    print(f"{'model':<22} {'plan':<20} {'default':>8} {'kept':>8} {'ratio':>6}  faults")
+    print(f"{'model':<22} {'plan':<20} {sides[0][0]:>8} {sides[1][0]:>8} {'ratio':>6}  faults")
     ratios = []
     sums = [0.0, 0.0]
     with tempfile.TemporaryDirectory() as tmp:
         for name in [m for m in args.models.split(",") if m]:
             path = export(name, Path(tmp) / f"{name}.pt")
             plan = json.dumps(_grade("default", path, args.threads, "")["plan"])
-            runs: dict[str, list[dict[str, object]]] = {"default": [], "keep": []}
+            runs: list[list[dict[str, object]]] = [[], []]
             for _ in range(args.repeat):
-                for mode in runs:
-                    runs[mode].append(_grade(mode, path, args.threads, plan))
-            best = {m: min(float(str(r["run_s"])) for r in rs) for m, rs in runs.items()}
-            faults = {m: statistics.median(int(str(r["faults"])) for r in rs)
-                      for m, rs in runs.items()}
-            ratio = best["default"] / best["keep"]
+                for side, (_, mode, root) in enumerate(sides):
+                    runs[side].append(_grade(mode, path, args.threads, plan, root))
+            best = [min(float(str(r["run_s"])) for r in rs) for rs in runs]
+            faults = [statistics.median(int(str(r["faults"])) for r in rs) for rs in runs]
+            ratio = best[0] / best[1]
             ratios.append(ratio)
-            sums[0] += best["default"]
-            sums[1] += best["keep"]
+            sums[0] += best[0]
+            sums[1] += best[1]
             p = json.loads(plan)
             label = f"{p['variant']}@{p['batch_size']}"
-            print(f"{name:<22} {label:<20} {best['default']:8.3f} {best['keep']:8.3f} "
-                  f"{ratio:5.2f}x  {faults['default']:.0f} -> {faults['keep']:.0f}", flush=True)
-    print(f"runs summed: {sums[0]:.2f} s with glibc's defaults, {sums[1]:.2f} s kept "
+            print(f"{name:<22} {label:<20} {best[0]:8.3f} {best[1]:8.3f} "
+                  f"{ratio:5.2f}x  {faults[0]:.0f} -> {faults[1]:.0f}", flush=True)
+    print(f"runs summed: {sums[0]:.2f} s {sides[0][0]}, {sums[1]:.2f} s {sides[1][0]} "
           f"({sums[0] / sums[1]:.2f}x); ratio min {min(ratios):.2f}x, median "
           f"{statistics.median(ratios):.2f}x, max {max(ratios):.2f}x")
 
