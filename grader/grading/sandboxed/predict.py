@@ -134,8 +134,9 @@ class Runner:
         self.model = model
         self.kind = kind
 
-    def empty(self) -> torch.Tensor:
-        return torch.empty(0, *self.kind.output_shape)
+    def empty(self, images: int = 0) -> torch.Tensor:
+        """Room for the predictions of `images` images, which each batch is copied into."""
+        return torch.empty(images, *self.kind.output_shape)
 
     def run(self, forward: Forward, x: torch.Tensor) -> torch.Tensor:
         """One forward pass: float32 (B, *output_shape) on the CPU, or BAD_OUTPUT /
@@ -156,7 +157,7 @@ class Runner:
     def batch1(self, x: torch.Tensor, *, first: int = 0) -> torch.Tensor:
         """The course's own way: the plain module, one image at a time; failures here are
         the model's fault."""
-        results = torch.empty(x.shape[0], *self.kind.output_shape)  # copied out, as in run_plan
+        results = self.empty(x.shape[0])  # copied out, as in run_plan
         for i in range(x.shape[0]):
             try:
                 results[i : i + 1] = self.run(self.model, x[i : i + 1])
@@ -286,7 +287,7 @@ def predict_with_plan(
         head = tuner.reference
         report.reference_images = head.shape[0]
         clock = time.perf_counter()
-        predictions = torch.empty(n, *runner.kind.output_shape)
+        predictions = runner.empty(n)
         predictions[: head.shape[0]] = head
         done, best = runner.run_plan(
             best, x[head.shape[0] :], predictions[head.shape[0] :], tuner.contender(),
@@ -335,7 +336,7 @@ def predict_preview(
     try:
         with torch.inference_mode():
             x = runner.kind.to_input(images).to(device)
-            predictions = torch.empty(x.shape[0], *runner.kind.output_shape)
+            predictions = runner.empty(x.shape[0])
             done, _ = runner.run_plan(report.prepared, x, predictions)
         return predictions.numpy() if done == x.shape[0] else None
     except Exception:
