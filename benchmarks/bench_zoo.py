@@ -5,11 +5,11 @@
 For each zoo model (tests/support/zoo.py), on the 1000-image demo test set, in one run:
   course    the course's evaluate_model verbatim (load the file, batch-1 loop, grad on)
   plain     the plain module at its best batch size (1, 8, 32 or 128): load + forward passes
-  best      the fastest plan of all (every variant at batch 1, 8 and 32): load + the float
-            input + its preparation and two warm-up calls + forward passes. Each plan is
-            timed on --calibration images and checked against batch 1 there, in a
-            subprocess per family (oneDNN fusion can segfault); its time for all images is
-            extrapolated from that rate.
+  best      the fastest plan of all (every variant at batch 1, 8 and 32, native at 16 and
+            32): load + the float input + its preparation and two warm-up calls + forward
+            passes. Each plan is timed on --calibration images and checked against batch 1
+            there, in a subprocess per family (oneDNN fusion can segfault); its time for all
+            images is extrapolated from that rate.
   engine    grade_model_file through the sandbox (fork, load, tuning, predict, score), with
             the fork server already started, as in a running worker
   tuned     the part of the engine a plan decides: the child's load + reference + tuning +
@@ -51,6 +51,7 @@ from tests.support.zoo import ZOO, build, export, mflop_per_image  # noqa: E402
 
 PLAIN_BATCHES = (1, 8, 32, 128)
 PLAN_BATCHES = (1, 8, 32)
+NATIVE_BATCHES = (16, 32)  # NNPACK runs from batch 16; below, the native plan is im2col
 DRAIN_SUBMISSIONS = 100
 
 
@@ -111,7 +112,7 @@ def measure_plans(path: Path, n_calibration: int, threads: int, kind: str) -> di
     variants = ["plain"] if kind == "plain" else list(VARIANTS)
     batches = PLAIN_BATCHES if kind == "plain" else PLAN_BATCHES
     for variant in variants:
-        for batch in batches:
+        for batch in NATIVE_BATCHES if variant == "native" else batches:
             key = f"{variant}@{batch}"
             try:
                 start = time.perf_counter()

@@ -16,13 +16,15 @@ from typing import Any
 #   optimized      frozen + torch.jit.optimize_for_inference (oneDNN/MKLDNN convolutions)
 #   fused          frozen + oneDNN Graph fusion (conv/linear + elementwise in one kernel)
 #   channels_last  frozen, with weights and input in NHWC memory order
+#   native         frozen, run with oneDNN off: PyTorch's own convolutions, NNPACK's Winograd
+#                  kernels (fewer multiplications) at batch 16 and more
 # A torch.export program (.pt2) has its own two:
 #   plain          the program's module, torch.export.load(f).module(), as the course runs it
 #   compiled       torch.compile (inductor) of that module, compiled while grading
-VARIANTS = ("plain", "frozen", "optimized", "fused", "channels_last")  # TorchScript's
+VARIANTS = ("plain", "frozen", "optimized", "fused", "channels_last", "native")  # TorchScript's
 PT2_VARIANTS = ("plain", "compiled")
 ALL_VARIANTS = (*VARIANTS, "compiled")
-CPU_ONLY_VARIANTS = frozenset({"fused", "channels_last", "compiled"})
+CPU_ONLY_VARIANTS = frozenset({"fused", "channels_last", "native", "compiled"})
 MAX_BATCH = 4096
 MAX_THREADS = 1024
 

@@ -326,7 +326,7 @@ def _checked_trials(raw: object) -> list[dict[str, Any]]:
         if plan is None or item.get("verdict") not in _TRIAL_VERDICTS:
             continue
         entry: dict[str, Any] = {**plan.to_dict(), "verdict": item["verdict"]}
-        for key in ("per_image_ms", "cost_ms"):
+        for key in ("per_image_ms", "cost_ms", "bound_ms"):
             value = item.get(key)
             if isinstance(value, (int, float)) and math.isfinite(value) and value >= 0:
                 entry[key] = float(value)

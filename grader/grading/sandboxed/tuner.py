@@ -10,6 +10,10 @@ candidate grades the rest.
 Tuning is part of the grading time, so it is budgeted: a candidate is tried only while the
 time spent tuning stays under `TUNING_SHARE` of the predict time still ahead at the best speed
 found so far; a candidate slower than the best after one timed batch is not timed again.
+
+A heavy model whose best plan already runs near the machine's arithmetic peak (arithmetic.py)
+is not offered the other variants, which do the same arithmetic: only PyTorch's own
+convolutions, whose Winograd kernels do less of it, can still win there.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 import torch
 
 from grader.grading.plans import Plan
+from grader.grading.sandboxed.arithmetic import flops_per_image, matmul_peak
 from grader.grading.sandboxed.exported import Exported
 
 Forward = Callable[[torch.Tensor], object]
@@ -43,17 +48,27 @@ _CHEAP_SHARE = 0.01
 _FIRST_SHARE = 0.5
 _CLEAR_WIN = 2.0
 _AFTER_A_CLEAR_WIN = 0.3
+# A plan doing this share of the matmul peak's arithmetic leaves the variants doing the same
+# arithmetic little to win (BENCHMARKS.md: resnet18_deep's timed within noise of each other,
+# at ~1 s each).
+_NEAR_PEAK = 0.7
+# NNPACK runs only from this batch size (ATen's rule), and only on one thread: its own thread
+# pool contends with OpenMP's (BENCHMARKS.md).
+_NATIVE_BATCH = 16
+# Lighter models are bound by their calls, not their arithmetic: not worth counting.
+_COUNT_FROM_S = 0.01
 _CLOSE = 1.1  # a candidate within 10 % of the best is timed a second time
 # Preparation (and, for fusion, compilation in the warm-up runs) in units of one freeze.
 _PREP_FACTOR = {"plain": 0.0, "frozen": 1.0, "channels_last": 1.5, "optimized": 2.0, "fused": 3.0,
-                "compiled": 0.0}
+                "native": 1.0, "compiled": 0.0}
 # torch.compile (inductor) of a small CNN here: seconds of tracing and C++ compilation, paid
 # inside the grading time (BENCHMARKS.md, .pt2 vs TorchScript).
 COMPILE_PRIOR_S = 8.0
 # False in a child confined without a compiler or a writable cache (see docs/security.md):
 # inductor cannot build its kernels there, so the variant is not tried.
 compile_allowed = True
-_FREEZES_IN_PREP = {"frozen": 1.0, "fused": 1.0, "channels_last": 1.3, "optimized": 2.0}
+_FREEZES_IN_PREP = {"frozen": 1.0, "fused": 1.0, "channels_last": 1.3, "optimized": 2.0,
+                    "native": 1.0}
 # A verified runner-up this close to the best is raced against it in the run (contest.py).
 _CONTEST_WITHIN = 2.0
 _ATOL = 1e-5
@@ -66,11 +81,14 @@ class Trial:
     verdict: str  # chosen, reused, slower, disagrees, failed, skipped
     per_image_ms: float | None = None
     cost_ms: float = 0.0
+    bound_ms: float | None = None  # the FLOP bound at the matmul peak, where it was counted
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {**self.plan.to_dict(), "verdict": self.verdict}
         if self.per_image_ms is not None:
             out["per_image_ms"] = round(self.per_image_ms, 4)
+        if self.bound_ms is not None:
+            out["bound_ms"] = round(self.bound_ms, 4)
         out["cost_ms"] = round(self.cost_ms, 2)
         return out
 
@@ -122,7 +140,26 @@ def _prepare(model: torch.jit.ScriptModule | Exported, variant: str) -> Forward:
         frozen = torch.jit.freeze(model)
         if variant == "optimized":
             return torch.jit.optimize_for_inference(frozen)
+        if variant == "native":
+            return _NativeConvolutions(frozen)
         return frozen  # "frozen", and "fused" (fusion happens while it warms up)
+
+
+class _NativeConvolutions:
+    """A frozen module run with oneDNN off, so its convolutions take PyTorch's own kernels
+    (NNPACK at batch 16 and more). The switch is process-wide: it is set around each call."""
+
+    def __init__(self, module: torch.jit.ScriptModule) -> None:
+        self.module = module
+
+    def __call__(self, x: torch.Tensor) -> object:
+        # Not torch.backends.mkldnn.flags(): it also resets the TF32 switch, with a warning.
+        enabled = torch._C._get_mkldnn_enabled()
+        torch._C._set_mkldnn_enabled(False)
+        try:
+            return self.module(x)
+        finally:
+            torch._C._set_mkldnn_enabled(enabled)
 
 
 class Tuner:
@@ -143,7 +180,10 @@ class Tuner:
         share: float = TUNING_SHARE,
         avoid: Sequence[Plan] = (),
         announce: Callable[[Plan], None] | None = None,
+        bound_s: float | None = None,
     ) -> None:
+        """`bound_s` is the model's FLOP bound an image; None counts it (a heavy model on a
+        CPU only)."""
         self.model = model
         self.share = share
         self.avoid = {(plan.variant, plan.batch_size > 1) for plan in avoid}
@@ -170,6 +210,8 @@ class Tuner:
         self.batch_ok = True  # False once the model proves it needs batch 1
         self.exported = isinstance(model, Exported)
         self.compile_s: float | None = None
+        self.bound_s_per_image = bound_s or 0.0  # 0 when not counted
+        self.count_bound = bound_s is None
 
     # -- budget ------------------------------------------------------------------------------
 
@@ -244,6 +286,10 @@ class Tuner:
             # Fusion lost to batch 1: when a batch's activations outgrow the cache (1x1 convs
             # at full resolution), batch 1 is the fastest way for every variant.
             yield Plan("fused", 1, t)
+        if self.best.per_image_s * _NEAR_PEAK < self.bound_s_per_image:
+            if t == 1 and self.batch_ok and self.max_batch >= _NATIVE_BATCH:
+                yield Plan("native", _NATIVE_BATCH, t)
+            return
         if self.best.plan.variant == "fused":
             size = self.best.plan.batch_size
         else:  # batch 1 if fusion's batched run showed the model needs it
@@ -283,6 +329,7 @@ class Tuner:
             if self._try(hint, budgeted=False, reuse=True):
                 self.verified = [self.best]  # chosen before, contest included: no contender
                 return self.best
+        self._count_arithmetic()
         seen: set[Plan] = {self.best.plan}
         batching_checked = False
         for plan in self._candidates():
@@ -295,6 +342,9 @@ class Tuner:
             else:
                 self.trials.append(Trial(plan, "skipped"))
             seen.add(plan)
+        if self.bound_s_per_image:
+            for trial in self.trials:
+                trial.bound_ms = self.bound_s_per_image * 1000
         return self.best
 
     def contender(self) -> Prepared | None:
@@ -319,6 +369,19 @@ class Tuner:
         if not found:  # the course's own way, timed by the reference
             self.trials.append(Trial(winner.plan, "chosen", winner.per_image_s * 1000))
         self.best = winner
+
+    def _count_arithmetic(self) -> None:
+        """The FLOP bound of a model heavy enough for its candidates to cost seconds: one
+        more image through the plain module, counting, and a matmul timed (~30 ms)."""
+        if not self.count_bound or not self.on_cpu or self.exported:
+            return
+        if self.reference_per_image_s < _COUNT_FROM_S:
+            return
+        started = time.perf_counter()
+        flops = flops_per_image(self.model, self.x[:1])
+        if flops:
+            self.bound_s_per_image = flops / matmul_peak(self.threads)
+        self.spent_s += time.perf_counter() - started
 
     def _check_batching(self, trial: Trial) -> bool:
         """After the first batched candidate: True once batching is known to be sound. A

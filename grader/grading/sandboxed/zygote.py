@@ -57,6 +57,7 @@ def _warm_up() -> None:
     import torch
 
     from grader.grading.kinds import KINDS
+    from grader.grading.sandboxed.arithmetic import flops_per_image, matmul_peak
     from grader.grading.sandboxed.predict import load_model, predict_with_plan
 
     torch.set_num_threads(1)
@@ -87,8 +88,22 @@ def _warm_up() -> None:
                 model, images, device="cpu", max_batch=32, kind=kind, threads=1,
                 tuning_share=1e9,
             )
+            # The tuner counts a heavy model's arithmetic (arithmetic.py): the counting's
+            # first use, and the one-thread matmul peak every child inherits, are paid here.
+            with torch.inference_mode():
+                flops_per_image(model, x)
         finally:
             os.close(memfd)
+    matmul_peak(1)
+    # NNPACK (the native plan's convolutions) initialises on its first call, detecting the CPU
+    # and making its thread pool: done here, before any child is confined. At one thread the
+    # pool has no threads of its own to lose in the fork.
+    torch._C._set_mkldnn_enabled(False)
+    try:
+        with torch.inference_mode():
+            torch.nn.functional.conv2d(torch.zeros(16, 2, 8, 8), torch.zeros(2, 2, 3, 3), padding=1)
+    finally:
+        torch._C._set_mkldnn_enabled(True)
     _warm_up_exported(_Warm, KINDS["keypoints"])
 
 

@@ -1,0 +1,74 @@
+"""How close a plan runs to the machine's float32 arithmetic: the tuner's lower bound.
+
+A model whose best plan already runs near the matmul peak (a ResNet of several GFLOP an image)
+cannot be made much faster by another variant, while each one costs it seconds to time. The
+bound is the multiply-adds of its convolutions and matrix products on one image, counted as
+they run (the model is not trusted to describe itself), over a measured matmul peak.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+_aten = torch.ops.aten
+# Ops whose second argument is a weight (out_channels or out_features first): each output
+# element costs one multiply-add per weight element in its row.
+_WEIGHTED = {_aten.conv1d, _aten.conv2d, _aten.conv3d, _aten.convolution, _aten._convolution,
+             _aten.linear}
+# Ops contracting over their first argument's last dimension.
+_CONTRACTING = {_aten.mm, _aten.bmm, _aten.matmul}
+_ADDED = {_aten.addmm, _aten.baddbmm}  # the same, after the added term
+_PEAK_SIZE = 512
+_peaks: dict[int, float] = {}
+
+
+class _FlopCount(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        packet = func.overloadpacket
+        if isinstance(out, torch.Tensor):
+            if packet in _WEIGHTED and args[1].dim() >= 2:
+                self.flops += 2 * out.numel() * args[1][0].numel()
+            elif packet in _CONTRACTING:
+                self.flops += 2 * out.numel() * args[0].shape[-1]
+            elif packet in _ADDED:
+                self.flops += 2 * out.numel() * args[1].shape[-1]
+        return out
+
+
+def flops_per_image(forward: Any, x: torch.Tensor) -> float | None:
+    """The multiply-adds x 2 of one forward pass on `x` (one image), or None if it fails
+    (a model may do anything; the bound is then unknown, not an error)."""
+    try:
+        with _FlopCount() as count:
+            forward(x)
+    except Exception:
+        return None
+    return float(count.flops) / max(1, len(x))
+
+
+def matmul_peak(threads: int) -> float:
+    """FLOP/s of a float32 matmul on `threads` threads, measured once per process."""
+    if threads not in _peaks:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        a, b = torch.rand(_PEAK_SIZE, _PEAK_SIZE), torch.rand(_PEAK_SIZE, _PEAK_SIZE)
+        best = float("inf")
+        try:
+            for run in range(6):
+                started = time.perf_counter()
+                a @ b
+                if run:  # the first one warms the caches and the thread pool
+                    best = min(best, time.perf_counter() - started)
+        finally:
+            torch.set_num_threads(previous)
+        _peaks[threads] = 2 * _PEAK_SIZE**3 / best
+    return _peaks[threads]

@@ -1,0 +1,138 @@
+"""The tuner's FLOP bound: a model's multiply-adds, counted as it runs, over a measured matmul
+peak. A heavy model's plans carry it, counted inside the confined child, and a plan near it
+leaves only a plan doing fewer multiplications worth trying."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from grader.grading.kinds import get_kind
+from grader.grading.plans import Plan
+from grader.grading.sandbox import SandboxLimits, run_in_sandbox
+from grader.grading.sandboxed.arithmetic import flops_per_image, matmul_peak
+from grader.grading.sandboxed.predict import Runner, load_model
+from grader.grading.sandboxed.tuner import Tuner
+from grader.grading.testdata.testsets import TestSet
+from tests.support.zoo import build, export, mflop_per_image
+
+from .archs import export as export_arch
+
+# Convolutions (grouped and 1x1 among them), linear heads, residual adds, a (N, 15, 2) output.
+COUNTED = ["naimish_elu_680", "depthwise_separable", "residual_small", "mlp_wide",
+           "returns_15x2", "kernel1x1_mix"]
+
+
+@pytest.mark.parametrize("name", COUNTED)
+def test_the_count_is_the_architectures_multiply_adds(name: str) -> None:
+    module = build(name).eval()
+    scripted = torch.jit.script(module)
+    x = torch.rand(3, 1, 96, 96)
+    with torch.inference_mode():
+        one, three = flops_per_image(scripted, x[:1]), flops_per_image(scripted, x)
+    expected = mflop_per_image(module) * 1e6
+    assert one == pytest.approx(expected, rel=1e-9)
+    assert three == pytest.approx(expected, rel=1e-9)  # per image
+
+
+def test_a_model_that_raises_is_not_counted() -> None:
+    class Refuses(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.shape[0] > 0:
+                raise RuntimeError("no")
+            return x
+
+    assert flops_per_image(torch.jit.script(Refuses()), torch.rand(1, 1, 96, 96)) is None
+
+
+def test_the_peak_leaves_the_thread_count_as_it_was() -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert matmul_peak(2) > 1e8  # any CPU this runs on does 0.1 GFLOP/s
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def _tuned(tmp_path: Path, images: np.ndarray, *, threads: int, bound_s: float) -> Tuner:
+    model = load_model(export("relu_cnn", tmp_path / "relu_cnn.pt"), device="cpu")
+    runner = Runner(model, get_kind("keypoints"))
+    x = runner.kind.to_input(images)
+    with torch.inference_mode():
+        reference, reference_s = runner.timed_batch1(x[:8])
+        tuner = Tuner(
+            model, x, reference=reference, reference_s=reference_s, run_batch=runner.run,
+            batch1=lambda xs, first: runner.batch1(xs, first=first), threads=threads,
+            max_batch=32, device="cpu", share=1e9, bound_s=bound_s,
+        )
+        tuner.tune()
+    return tuner
+
+
+def _tried(tuner: Tuner) -> list[Plan]:
+    return [t.plan for t in tuner.trials if t.verdict != "skipped"]
+
+
+def test_near_the_bound_only_fewer_multiplications_are_tried(
+    small_test_set: TestSet, tmp_path: Path
+) -> None:
+    """Told its plans run at the arithmetic bound, the tuner tries no variant doing the same
+    arithmetic after fusion: at one thread it tries the native convolutions at batch 16 (and
+    that plan gives the course's predictions), at two threads nothing more."""
+    images = small_test_set.images
+    near = _tuned(tmp_path, images, threads=1, bound_s=10.0)
+    assert _tried(near) == [Plan("fused", 8, 1), Plan("native", 16, 1)], near.trials
+    assert near.trials[-1].verdict in ("chosen", "slower"), near.trials  # it agreed
+    assert _tried(_tuned(tmp_path, images, threads=2, bound_s=10.0)) == [Plan("fused", 8, 2)]
+    far = _tried(_tuned(tmp_path, images, threads=1, bound_s=0.0))
+    assert len(far) > 2 and all(plan.variant != "native" for plan in far), far
+
+
+def _heavy() -> torch.nn.Module:
+    """Four 3x3 convolutions of 64 channels at full resolution: 2 GFLOP an image, near any
+    CPU's arithmetic bound however it is run."""
+    layers: list[torch.nn.Module] = [torch.nn.Conv2d(1, 64, 3, padding=1), torch.nn.ReLU()]
+    for _ in range(3):
+        layers += [torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.ReLU()]
+    layers += [torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, 30)]
+    return torch.nn.Sequential(*layers).eval()
+
+
+def test_a_heavy_model_is_counted_in_the_confined_child(
+    small_test_set: TestSet, tmp_path: Path
+) -> None:
+    """Counted in the confined child: every plan the tuner weighed carries the same bound,
+    the model's arithmetic at one thread's matmul peak."""
+    model = _heavy()
+    flops = mflop_per_image(model) * 1e6
+    run = run_in_sandbox(
+        export_arch(model, tmp_path / "heavy.pt"), small_test_set.images[:24], device="cpu",
+        batch_size=32, limits=SandboxLimits(time_limit_s=120, threads=1),
+    )
+    assert run.trials, run
+    bounds = {t.get("bound_ms") for t in run.trials}
+    assert len(bounds) == 1, run.trials
+    (bound,) = bounds
+    # The counted arithmetic at a peak between 1 GFLOP/s and 1 TFLOP/s.
+    assert isinstance(bound, float) and flops / 1e12 < bound / 1000 < flops / 1e9, run.trials
+
+
+def test_a_light_model_is_not_counted(small_test_set: TestSet, tmp_path: Path) -> None:
+    model = load_model(export("tiny_cnn", tmp_path / "tiny.pt"), device="cpu")
+    runner = Runner(model, get_kind("keypoints"))
+    x = runner.kind.to_input(small_test_set.images)
+    with torch.inference_mode():
+        reference, reference_s = runner.timed_batch1(x[:8])
+        tuner = Tuner(
+            model, x, reference=reference, reference_s=reference_s, run_batch=runner.run,
+            batch1=lambda xs, first: runner.batch1(xs, first=first), threads=1,
+            max_batch=32, device="cpu", share=1e9,
+        )
+        tuner.tune()
+    assert [t for t in tuner.trials if t.per_image_ms is not None], tuner.trials
+    assert tuner.bound_s_per_image == 0
+    assert all("bound_ms" not in t.to_dict() for t in tuner.trials)
