@@ -1,0 +1,86 @@
+"""The native plan (oneDNN off: NNPACK's Winograd convolutions at batch 16) against fused and
+optimized, per zoo model, side by side in one process, with each model's share of the peak.
+
+    python benchmarks/bench_native.py [--models a,b,...] [--threads 1] [--repeat 3]
+
+For each model: ms an image of fused@8, optimized@8 and native@16 (best of --repeat timed
+calls after two warm-up calls, on 32 random images), the FLOP bound at the measured matmul
+peak, the share of that peak the best of fused and optimized reaches (what the tuner's
+"near the bound" rule reads), native's speed-up over that best, and whether native agrees
+with the plain module at batch 1 (1e-5, the tuner's rule).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from grader.grading.sandboxed.arithmetic import flops_per_image, matmul_peak  # noqa: E402
+from grader.grading.sandboxed.tuner import Forward, _prepare, agrees  # noqa: E402
+from tests.support.zoo import ZOO, build  # noqa: E402
+
+PLANS = (("fused", 8), ("optimized", 8), ("native", 16))
+
+
+def per_image_ms(forward: Forward, x: torch.Tensor, repeat: int) -> float:
+    for _ in range(2):
+        forward(x)
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        forward(x)
+        best = min(best, time.perf_counter() - started)
+    return best / len(x) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", default="", help="comma-separated zoo names (default all)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    names = [n for n in args.models.split(",") if n] or sorted(ZOO)
+    torch.set_num_threads(args.threads)
+    peak = matmul_peak(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} thread(s), matmul peak "
+          f"{peak / 1e9:.0f} GFLOP/s")
+    print(f"{'model':<22}{'MFLOP':>8}{'fused':>8}{'optim':>8}{'native':>8}{'bound':>8}"
+          f"{'peak%':>7}{'native vs best':>16}  agrees")
+    x = torch.rand(32, 1, 96, 96)
+    for name in names:
+        scripted = torch.jit.script(build(name).eval())
+        with torch.inference_mode():
+            reference = torch.cat([scripted(x[i : i + 1]).reshape(1, -1) for i in range(16)])
+            flops = flops_per_image(scripted, x[:1]) or 0.0
+            times: dict[str, float] = {}
+            agreed = "-"
+            for variant, batch in PLANS:
+                try:
+                    torch.jit.enable_onednn_fusion(variant == "fused")
+                    forward = _prepare(torch.jit.script(build(name).eval()), variant)
+                    times[variant] = per_image_ms(forward, x[:batch], args.repeat)
+                    if variant == "native":
+                        out = torch.as_tensor(forward(x[:16])).reshape(16, -1)
+                        agreed = "yes" if agrees(out, reference) else "NO"
+                except Exception as exc:  # a plan a model cannot take (batch-1-only)
+                    times[variant] = float("nan")
+                    agreed = agreed if variant != "native" else type(exc).__name__
+                finally:
+                    torch.jit.enable_onednn_fusion(False)
+        best = min(times["fused"], times["optimized"])
+        bound = flops / peak * 1000
+        share = bound / best * 100 if best == best else float("nan")
+        print(f"{name:<22}{flops / 1e6:>8.1f}{times['fused']:>8.2f}{times['optimized']:>8.2f}"
+              f"{times['native']:>8.2f}{bound:>8.2f}{share:>6.0f}%"
+              f"{best / times['native']:>15.2f}x  {agreed}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
