@@ -11,6 +11,8 @@ the best run time of each, their ratio, and the minor page faults of the run.
 
 With `--against DIR`, both sides keep freed memory, and the first side runs the grading code
 of another checkout (`git worktree add DIR <commit>`): a change to the run, side by side.
+With `--tuned` as well, each grading tunes its own plan (no hint), and the time compared is
+the reference, the tuning and the run: a change to the tuner, side by side.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 _, report = predict_with_plan(model, images, device="cpu", max_batch=128, threads=threads,
                               hint=hint)
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print(json.dumps({"run_s": report.run_s, "plan": report.plan.to_dict(), "faults": faults}))
+print(json.dumps({"run_s": report.run_s, "plan": report.plan.to_dict(), "faults": faults,
+                  "tuned_s": report.reference_s + report.tuning_s + report.run_s}))
 """
 
 
@@ -75,6 +78,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--against", type=Path, help="an earlier checkout, both sides kept")
+    parser.add_argument("--tuned", action="store_true", help="each grading tunes (no hint)")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from tests.support.zoo import export
@@ -84,27 +88,33 @@ def main() -> None:
     if args.against is not None:
         sides = [("before", "keep", args.against.resolve()), ("after", "keep", ROOT)]
 
-    print(f"{args.threads} thread(s); best of {args.repeat}; run = the images after the "
-          "reference, with the model's tuned plan")
+    key = "tuned_s" if args.tuned else "run_s"
+    what = ("reference + tuning + run, each side's own plan" if args.tuned
+            else "run = the images after the reference, with the model's tuned plan")
+    print(f"{args.threads} thread(s); best of {args.repeat}; {what}")
     print(f"{'model':<22} {'plan':<20} {sides[0][0]:>8} {sides[1][0]:>8} {'ratio':>6}  faults")
     ratios = []
     sums = [0.0, 0.0]
     with tempfile.TemporaryDirectory() as tmp:
         for name in [m for m in args.models.split(",") if m]:
             path = export(name, Path(tmp) / f"{name}.pt")
-            plan = json.dumps(_grade("default", path, args.threads, "")["plan"])
+            plan = "" if args.tuned else json.dumps(
+                _grade("default", path, args.threads, "")["plan"]
+            )
             runs: list[list[dict[str, object]]] = [[], []]
             for _ in range(args.repeat):
                 for side, (_, mode, root) in enumerate(sides):
                     runs[side].append(_grade(mode, path, args.threads, plan, root))
-            best = [min(float(str(r["run_s"])) for r in rs) for rs in runs]
+            best = [min(float(str(r[key])) for r in rs) for rs in runs]
             faults = [statistics.median(int(str(r["faults"])) for r in rs) for rs in runs]
             ratio = best[0] / best[1]
             ratios.append(ratio)
             sums[0] += best[0]
             sums[1] += best[1]
-            p = json.loads(plan)
-            label = f"{p['variant']}@{p['batch_size']}"
+            label = " / ".join(sorted({
+                f"{p['variant']}@{p['batch_size']}"
+                for p in (r["plan"] for rs in runs for r in rs) if isinstance(p, dict)
+            }))
             print(f"{name:<22} {label:<20} {best[0]:8.3f} {best[1]:8.3f} "
                   f"{ratio:5.2f}x  {faults[0]:.0f} -> {faults[1]:.0f}", flush=True)
     print(f"runs summed: {sums[0]:.2f} s {sides[0][0]}, {sums[1]:.2f} s {sides[1][0]} "

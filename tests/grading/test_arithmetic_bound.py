@@ -1,5 +1,5 @@
-"""The tuner's FLOP bound: a model's multiply-adds, counted as it runs, over a measured matmul
-peak. A heavy model's plans carry it, counted inside the confined child, and a plan near it
+"""The tuner's yardstick: a model's multiply-adds, counted as it runs, at a measured matmul's
+rate. A heavy model's plans carry it, counted inside the confined child, and a plan near it
 leaves only a plan doing fewer multiplications worth trying."""
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
-"""How close a plan runs to the machine's float32 arithmetic: the tuner's lower bound.
+"""How close a plan runs to the machine's float32 arithmetic, for the tuner.
 
-A model whose best plan already runs near the matmul peak (a ResNet of several GFLOP an image)
-cannot be made much faster by another variant, while each one costs it seconds to time. The
-bound is the multiply-adds of its convolutions and matrix products on one image, counted as
-they run (the model is not trusted to describe itself), over a measured matmul peak.
+The yardstick is a model's multiply-adds on one image (its convolutions and matrix
+products, counted as they run: the model is not trusted to describe itself) at the rate a
+512x512 matmul reaches. A heavy model whose best plan runs near that rate (a ResNet of
+several GFLOP an image) gains little from another variant doing the same arithmetic, while
+each one costs it seconds to time. It is a yardstick, not a strict bound: oneDNN's
+convolutions reach 80-125 % of the matmul's rate, and Winograd convolutions do fewer
+multiplications than counted (BENCHMARKS.md, the native plan).
 """
 
 from __future__ import annotations

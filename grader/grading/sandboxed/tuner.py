@@ -11,7 +11,7 @@ Tuning is part of the grading time, so it is budgeted: a candidate is tried only
 time spent tuning stays under `TUNING_SHARE` of the predict time still ahead at the best speed
 found so far; a candidate slower than the best after one timed batch is not timed again.
 
-A heavy model whose best plan already runs near the machine's arithmetic peak (arithmetic.py)
+A heavy model whose best plan already runs near a matmul's rate of arithmetic (arithmetic.py)
 is not offered the other variants, which do the same arithmetic: only PyTorch's own
 convolutions, whose Winograd kernels do less of it, can still win there.
 """
@@ -48,9 +48,9 @@ _CHEAP_SHARE = 0.01
 _FIRST_SHARE = 0.5
 _CLEAR_WIN = 2.0
 _AFTER_A_CLEAR_WIN = 0.3
-# A plan doing this share of the matmul peak's arithmetic leaves the variants doing the same
-# arithmetic little to win (BENCHMARKS.md: resnet18_deep's timed within noise of each other,
-# at ~1 s each).
+# A plan doing its arithmetic at this share of a matmul's rate or more leaves the variants
+# doing the same arithmetic little to win (BENCHMARKS.md: resnet18_deep's timed within noise
+# of each other, at ~1 s each to time).
 _NEAR_PEAK = 0.7
 # NNPACK runs only from this batch size (ATen's rule), and only on one thread: its own thread
 # pool contends with OpenMP's (BENCHMARKS.md).
@@ -81,7 +81,7 @@ class Trial:
     verdict: str  # chosen, reused, slower, disagrees, failed, skipped
     per_image_ms: float | None = None
     cost_ms: float = 0.0
-    bound_ms: float | None = None  # the FLOP bound at the matmul peak, where it was counted
+    bound_ms: float | None = None  # the model's arithmetic at a matmul's rate, where counted
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {**self.plan.to_dict(), "verdict": self.verdict}
@@ -182,8 +182,8 @@ class Tuner:
         announce: Callable[[Plan], None] | None = None,
         bound_s: float | None = None,
     ) -> None:
-        """`bound_s` is the model's FLOP bound an image; None counts it (a heavy model on a
-        CPU only)."""
+        """`bound_s` is an image's arithmetic at a matmul's rate; None counts it (a heavy
+        model on a CPU only)."""
         self.model = model
         self.share = share
         self.avoid = {(plan.variant, plan.batch_size > 1) for plan in avoid}
@@ -287,6 +287,7 @@ class Tuner:
             # at full resolution), batch 1 is the fastest way for every variant.
             yield Plan("fused", 1, t)
         if self.best.per_image_s * _NEAR_PEAK < self.bound_s_per_image:
+            # Only fewer multiplications can still win much (arithmetic.py).
             if t == 1 and self.batch_ok and self.max_batch >= _NATIVE_BATCH:
                 yield Plan("native", _NATIVE_BATCH, t)
             return
@@ -371,8 +372,9 @@ class Tuner:
         self.best = winner
 
     def _count_arithmetic(self) -> None:
-        """The FLOP bound of a model heavy enough for its candidates to cost seconds: one
-        more image through the plain module, counting, and a matmul timed (~30 ms)."""
+        """The arithmetic of a model heavy enough for its candidates to cost seconds, at a
+        matmul's rate: one more image through the plain module, counting, and (above one
+        thread) a matmul timed, ~20 ms."""
         if not self.count_bound or not self.on_cpu or self.exported:
             return
         if self.reference_per_image_s < _COUNT_FROM_S:
