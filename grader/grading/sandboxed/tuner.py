@@ -12,8 +12,8 @@ time spent tuning stays under `TUNING_SHARE` of the predict time still ahead at 
 found so far; a candidate slower than the best after one timed batch is not timed again.
 
 A heavy model whose best plan already runs near a matmul's rate of arithmetic (arithmetic.py)
-is not offered the other variants, which do the same arithmetic: only PyTorch's own
-convolutions, whose Winograd kernels do less of it, can still win there.
+gains little from the variants that do the same arithmetic: on one thread it is first offered
+PyTorch's own convolutions (the native plan), whose Winograd kernels do less of it.
 """
 
 from __future__ import annotations
@@ -286,11 +286,11 @@ class Tuner:
             # Fusion lost to batch 1: when a batch's activations outgrow the cache (1x1 convs
             # at full resolution), batch 1 is the fastest way for every variant.
             yield Plan("fused", 1, t)
-        if self.best.per_image_s * _NEAR_PEAK < self.bound_s_per_image:
-            # Only fewer multiplications can still win much (arithmetic.py).
-            if t == 1 and self.batch_ok and self.max_batch >= _NATIVE_BATCH:
-                yield Plan("native", _NATIVE_BATCH, t)
-            return
+        native = t == 1 and self.batch_ok and self.max_batch >= _NATIVE_BATCH
+        if native and self.best.per_image_s * _NEAR_PEAK < self.bound_s_per_image:
+            # Near a matmul's rate, the variants below do the same arithmetic and rarely win
+            # much; PyTorch's own convolutions do less of it (arithmetic.py), so they go first.
+            yield Plan("native", _NATIVE_BATCH, t)
         if self.best.plan.variant == "fused":
             size = self.best.plan.batch_size
         else:  # batch 1 if fusion's batched run showed the model needs it
@@ -298,7 +298,9 @@ class Tuner:
         for variant in ("optimized", "channels_last", "plain", "frozen"):
             yield Plan(variant, size, t)
         if self.batch_ok:
-            for batch in (32, 8, 1):
+            # Below batch 16 the native plan's convolutions are no longer NNPACK's.
+            sizes = (32,) if self.best.plan.variant == "native" else (32, 8, 1)
+            for batch in sizes:
                 if batch <= self.max_batch:
                     yield Plan(self.best.plan.variant, batch, t)
         if t > 1:
