@@ -4,10 +4,11 @@ optimized, per zoo model, side by side in one process, with each model's share o
     python benchmarks/bench_native.py [--models a,b,...] [--threads 1] [--repeat 3]
 
 For each model: ms an image of fused@8, optimized@8 and native@16 (best of --repeat timed
-calls after two warm-up calls, on 32 random images), the FLOP bound at the measured matmul
-peak, the share of that peak the best of fused and optimized reaches (what the tuner's
-"near the bound" rule reads), native's speed-up over that best, and whether native agrees
-with the plain module at batch 1 (1e-5, the tuner's rule).
+calls after two warm-up calls, on 32 random images), its arithmetic at the measured matmul's
+rate ("bound"), the share of that rate the best of fused and optimized reaches and the share
+of the arithmetic in convolutions larger than 1x1 (what the tuner reads before it tries the
+native plan), native's speed-up over that best, and whether native agrees with the plain
+module at batch 1 (1e-5, the tuner's rule).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from grader.grading.sandboxed.arithmetic import flops_per_image, matmul_peak  # noqa: E402
+from grader.grading.sandboxed.arithmetic import count_arithmetic, matmul_peak  # noqa: E402
 from grader.grading.sandboxed.tuner import Forward, _prepare, agrees  # noqa: E402
 from tests.support.zoo import ZOO, build  # noqa: E402
 
@@ -52,13 +53,15 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} thread(s), matmul peak "
           f"{peak / 1e9:.0f} GFLOP/s")
     print(f"{'model':<22}{'MFLOP':>8}{'fused':>8}{'optim':>8}{'native':>8}{'bound':>8}"
-          f"{'peak%':>7}{'native vs best':>16}  agrees")
+          f"{'peak%':>7}{'spatial%':>9}{'native vs best':>16}  agrees")
     x = torch.rand(32, 1, 96, 96)
     for name in names:
         scripted = torch.jit.script(build(name).eval())
         with torch.inference_mode():
             reference = torch.cat([scripted(x[i : i + 1]).reshape(1, -1) for i in range(16)])
-            flops = flops_per_image(scripted, x[:1]) or 0.0
+            counted = count_arithmetic(scripted, x[:1])
+            flops = counted.flops if counted else 0.0
+            spatial = counted.spatial_share * 100 if counted else 0.0
             times: dict[str, float] = {}
             agreed = "-"
             for variant, batch in PLANS:
@@ -78,7 +81,7 @@ def main() -> None:
         bound = flops / peak * 1000
         share = bound / best * 100 if best == best else float("nan")
         print(f"{name:<22}{flops / 1e6:>8.1f}{times['fused']:>8.2f}{times['optimized']:>8.2f}"
-              f"{times['native']:>8.2f}{bound:>8.2f}{share:>6.0f}%"
+              f"{times['native']:>8.2f}{bound:>8.2f}{share:>6.0f}%{spatial:>8.0f}%"
               f"{best / times['native']:>15.2f}x  {agreed}", flush=True)
 
 

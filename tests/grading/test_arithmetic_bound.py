@@ -13,7 +13,7 @@ import torch
 from grader.grading.kinds import get_kind
 from grader.grading.plans import Plan
 from grader.grading.sandbox import SandboxLimits, run_in_sandbox
-from grader.grading.sandboxed.arithmetic import flops_per_image, matmul_peak
+from grader.grading.sandboxed.arithmetic import Arithmetic, count_arithmetic, matmul_peak
 from grader.grading.sandboxed.predict import Runner, load_model
 from grader.grading.sandboxed.tuner import Tuner
 from grader.grading.testdata.testsets import TestSet
@@ -32,10 +32,26 @@ def test_the_count_is_the_architectures_multiply_adds(name: str) -> None:
     scripted = torch.jit.script(module)
     x = torch.rand(3, 1, 96, 96)
     with torch.inference_mode():
-        one, three = flops_per_image(scripted, x[:1]), flops_per_image(scripted, x)
+        one, three = count_arithmetic(scripted, x[:1]), count_arithmetic(scripted, x)
+    assert one is not None and three is not None
     expected = mflop_per_image(module) * 1e6
-    assert one == pytest.approx(expected, rel=1e-9)
-    assert three == pytest.approx(expected, rel=1e-9)  # per image
+    assert one.flops == pytest.approx(expected, rel=1e-9)
+    assert three.flops == pytest.approx(expected, rel=1e-9)  # per image
+    assert three.spatial_share == pytest.approx(one.spatial_share)
+
+
+def test_the_share_in_spatial_kernels() -> None:
+    """kernel1x1_mix does 18 % of its arithmetic in 1x1 convolutions (two 32<->64 at 96x96
+    against a 64->32 3x3 and a 1->32 3x3); an MLP does none in convolutions."""
+    x = torch.rand(1, 1, 96, 96)
+    with torch.inference_mode():
+        mix = count_arithmetic(torch.jit.script(build("kernel1x1_mix").eval()), x)
+        mlp = count_arithmetic(torch.jit.script(build("mlp_wide").eval()), x)
+    assert mix is not None and mlp is not None
+    spatial_macs = 9216 * (32 * 9 + 32 * 64 * 9)
+    assert mix.spatial_share == pytest.approx(2 * spatial_macs / mix.flops, rel=1e-9)
+    assert 0.8 < mix.spatial_share < 0.85
+    assert mlp.spatial_share == 0
 
 
 def test_a_model_that_raises_is_not_counted() -> None:
@@ -45,7 +61,7 @@ def test_a_model_that_raises_is_not_counted() -> None:
                 raise RuntimeError("no")
             return x
 
-    assert flops_per_image(torch.jit.script(Refuses()), torch.rand(1, 1, 96, 96)) is None
+    assert count_arithmetic(torch.jit.script(Refuses()), torch.rand(1, 1, 96, 96)) is None
 
 
 def test_the_peak_leaves_the_thread_count_as_it_was() -> None:
@@ -58,7 +74,9 @@ def test_the_peak_leaves_the_thread_count_as_it_was() -> None:
         torch.set_num_threads(before)
 
 
-def _tuned(tmp_path: Path, images: np.ndarray, *, threads: int, bound_s: float) -> Tuner:
+def _tuned(
+    tmp_path: Path, images: np.ndarray, *, threads: int, arithmetic: Arithmetic
+) -> Tuner:
     model = load_model(export("relu_cnn", tmp_path / "relu_cnn.pt"), device="cpu")
     runner = Runner(model, get_kind("keypoints"))
     x = runner.kind.to_input(images)
@@ -67,7 +85,7 @@ def _tuned(tmp_path: Path, images: np.ndarray, *, threads: int, bound_s: float) 
         tuner = Tuner(
             model, x, reference=reference, reference_s=reference_s, run_batch=runner.run,
             batch1=lambda xs, first: runner.batch1(xs, first=first), threads=threads,
-            max_batch=32, device="cpu", share=1e9, bound_s=bound_s,
+            max_batch=32, device="cpu", share=1e9, arithmetic=arithmetic,
         )
         tuner.tune()
     return tuner
@@ -82,16 +100,21 @@ def test_near_the_bound_fewer_multiplications_are_tried_first(
 ) -> None:
     """Told its plans run at a matmul's rate, the tuner tries the native convolutions at
     batch 16 right after fusion, on one thread (and that plan gives the course's
-    predictions); on two threads, or far from that rate, it never tries them."""
+    predictions); on two threads, far from that rate, or with much of the arithmetic in 1x1
+    convolutions, it never tries them."""
     images = small_test_set.images
-    near = _tuned(tmp_path, images, threads=1, bound_s=10.0)
+    heavy = Arithmetic(flops=1e15, spatial_share=1.0)  # an hour an image at any CPU's rate
+    near = _tuned(tmp_path, images, threads=1, arithmetic=heavy)
     tried = _tried(near)
     assert tried[:2] == [Plan("fused", 8, 1), Plan("native", 16, 1)], near.trials
     native = next(t for t in near.trials if t.plan == Plan("native", 16, 1))
     assert native.per_image_ms is not None, near.trials  # it agreed, and was timed
     assert Plan("native", 8, 1) not in tried and Plan("native", 1, 1) not in tried
-    for tuner in (_tuned(tmp_path, images, threads=2, bound_s=10.0),
-                  _tuned(tmp_path, images, threads=1, bound_s=0.0)):
+    for tuner in (
+        _tuned(tmp_path, images, threads=2, arithmetic=heavy),
+        _tuned(tmp_path, images, threads=1, arithmetic=Arithmetic(1.0, 1.0)),
+        _tuned(tmp_path, images, threads=1, arithmetic=Arithmetic(1e15, 0.8)),
+    ):
         tried = _tried(tuner)
         assert len(tried) > 2 and all(plan.variant != "native" for plan in tried), tried
 

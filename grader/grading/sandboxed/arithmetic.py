@@ -12,6 +12,7 @@ multiplications than counted (BENCHMARKS.md, the native plan).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,17 +30,27 @@ _PEAK_SIZE = 512
 _peaks: dict[int, float] = {}
 
 
+@dataclass(frozen=True)
+class Arithmetic:
+    flops: float  # multiply-adds x 2, an image
+    spatial_share: float  # the share of them in convolutions with kernels larger than 1x1
+
+
 class _FlopCount(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.flops = 0
+        self.spatial = 0
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
         packet = func.overloadpacket
         if isinstance(out, torch.Tensor):
             if packet in _WEIGHTED and args[1].dim() >= 2:
-                self.flops += 2 * out.numel() * args[1][0].numel()
+                flops = 2 * out.numel() * args[1][0].numel()
+                self.flops += flops
+                if args[1].dim() > 2 and args[1][0, 0].numel() > 1:
+                    self.spatial += flops
             elif packet in _CONTRACTING:
                 self.flops += 2 * out.numel() * args[0].shape[-1]
             elif packet in _ADDED:
@@ -47,15 +58,17 @@ class _FlopCount(TorchDispatchMode):
         return out
 
 
-def flops_per_image(forward: Any, x: torch.Tensor) -> float | None:
-    """The multiply-adds x 2 of one forward pass on `x` (one image), or None if it fails
-    (a model may do anything; the bound is then unknown, not an error)."""
+def count_arithmetic(forward: Any, x: torch.Tensor) -> Arithmetic | None:
+    """The arithmetic of one forward pass on `x`, an image's worth, or None if the pass fails
+    or does none (a model may do anything; the yardstick is then unknown, not an error)."""
     try:
         with _FlopCount() as count:
             forward(x)
     except Exception:
         return None
-    return float(count.flops) / max(1, len(x))
+    if not count.flops:
+        return None
+    return Arithmetic(count.flops / max(1, len(x)), count.spatial / count.flops)
 
 
 def matmul_peak(threads: int) -> float:

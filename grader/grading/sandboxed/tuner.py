@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from grader.grading.plans import Plan
-from grader.grading.sandboxed.arithmetic import flops_per_image, matmul_peak
+from grader.grading.sandboxed.arithmetic import Arithmetic, count_arithmetic, matmul_peak
 from grader.grading.sandboxed.exported import Exported
 
 Forward = Callable[[torch.Tensor], object]
@@ -55,6 +55,9 @@ _NEAR_PEAK = 0.7
 # NNPACK runs only from this batch size (ATen's rule), and only on one thread: its own thread
 # pool contends with OpenMP's (BENCHMARKS.md).
 _NATIVE_BATCH = 16
+# Its gain is on kernels larger than 1x1 (1.2-3x a layer), and it loses 3x on 1x1 ones: a model
+# must do nearly all its arithmetic in the former (BENCHMARKS.md, the native plan).
+_NATIVE_SPATIAL = 0.9
 # Lighter models are bound by their calls, not their arithmetic: not worth counting.
 _COUNT_FROM_S = 0.01
 _CLOSE = 1.1  # a candidate within 10 % of the best is timed a second time
@@ -180,10 +183,10 @@ class Tuner:
         share: float = TUNING_SHARE,
         avoid: Sequence[Plan] = (),
         announce: Callable[[Plan], None] | None = None,
-        bound_s: float | None = None,
+        arithmetic: Arithmetic | None = None,
     ) -> None:
-        """`bound_s` is an image's arithmetic at a matmul's rate; None counts it (a heavy
-        model on a CPU only)."""
+        """`arithmetic` is the model's, an image's worth; None counts it (a heavy model on a
+        CPU only)."""
         self.model = model
         self.share = share
         self.avoid = {(plan.variant, plan.batch_size > 1) for plan in avoid}
@@ -210,8 +213,8 @@ class Tuner:
         self.batch_ok = True  # False once the model proves it needs batch 1
         self.exported = isinstance(model, Exported)
         self.compile_s: float | None = None
-        self.bound_s_per_image = bound_s or 0.0  # 0 when not counted
-        self.count_bound = bound_s is None
+        self.arithmetic = arithmetic
+        self.bound_s_per_image = 0.0  # the arithmetic at a matmul's rate; 0 when not counted
 
     # -- budget ------------------------------------------------------------------------------
 
@@ -287,7 +290,8 @@ class Tuner:
             # at full resolution), batch 1 is the fastest way for every variant.
             yield Plan("fused", 1, t)
         native = t == 1 and self.batch_ok and self.max_batch >= _NATIVE_BATCH
-        if native and self.best.per_image_s * _NEAR_PEAK < self.bound_s_per_image:
+        spatial = self.arithmetic is not None and self.arithmetic.spatial_share >= _NATIVE_SPATIAL
+        if native and spatial and self.best.per_image_s * _NEAR_PEAK < self.bound_s_per_image:
             # Near a matmul's rate, the variants below do the same arithmetic and rarely win
             # much; PyTorch's own convolutions do less of it (arithmetic.py), so they go first.
             yield Plan("native", _NATIVE_BATCH, t)
@@ -377,14 +381,13 @@ class Tuner:
         """The arithmetic of a model heavy enough for its candidates to cost seconds, at a
         matmul's rate: one more image through the plain module, counting, and (above one
         thread) a matmul timed, ~20 ms."""
-        if not self.count_bound or not self.on_cpu or self.exported:
-            return
-        if self.reference_per_image_s < _COUNT_FROM_S:
-            return
         started = time.perf_counter()
-        flops = flops_per_image(self.model, self.x[:1])
-        if flops:
-            self.bound_s_per_image = flops / matmul_peak(self.threads)
+        if self.arithmetic is None:
+            if not self.on_cpu or self.exported or self.reference_per_image_s < _COUNT_FROM_S:
+                return
+            self.arithmetic = count_arithmetic(self.model, self.x[:1])
+        if self.arithmetic is not None:
+            self.bound_s_per_image = self.arithmetic.flops / matmul_peak(self.threads)
         self.spent_s += time.perf_counter() - started
 
     def _check_batching(self, trial: Trial) -> bool:

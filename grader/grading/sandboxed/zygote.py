@@ -57,7 +57,7 @@ def _warm_up() -> None:
     import torch
 
     from grader.grading.kinds import KINDS
-    from grader.grading.sandboxed.arithmetic import flops_per_image, matmul_peak
+    from grader.grading.sandboxed.arithmetic import count_arithmetic, matmul_peak
     from grader.grading.sandboxed.predict import load_model, predict_with_plan
 
     torch.set_num_threads(1)
@@ -91,7 +91,7 @@ def _warm_up() -> None:
             # The tuner counts a heavy model's arithmetic (arithmetic.py): the counting's
             # first use, and the one-thread matmul peak every child inherits, are paid here.
             with torch.inference_mode():
-                flops_per_image(model, x)
+                count_arithmetic(model, x)
         finally:
             os.close(memfd)
     matmul_peak(1)
