@@ -3,7 +3,8 @@
     python benchmarks/bench_heap.py --threads 1 --repeat 2
     python benchmarks/bench_heap.py --against /tmp/before   # a checkout of an earlier commit
 
-A sandbox child is a fresh process: glibc returns each batch's freed activations to the
+A sandbox child is a fresh process, forked from the warmed-up fork server (each process here
+runs the same warm-up first): glibc returns each batch's freed activations to the
 kernel, and the next batch faults them in again. For each zoo model, the plan is tuned once;
 then fresh processes grade the 1000-image demo set with that plan (as a hint: no tuning), with
 glibc's defaults and with the child's `keep_freed_memory()`, alternated. Printed per model:
@@ -42,6 +43,8 @@ from grader.grading.sandboxed.heap import keep_freed_memory
 if mode == "keep":
     assert keep_freed_memory()
 import torch
+from grader.grading.sandboxed.zygote import _warm_up
+_warm_up()  # as the fork server does before any child: each grading starts warm
 from grader.config import get_settings
 from grader.grading.plans import Plan
 from grader.grading.sandboxed.predict import load_model, predict_with_plan

@@ -2,6 +2,7 @@
 optimized, per zoo model, side by side in one process, with each model's share of the peak.
 
     python benchmarks/bench_native.py [--models a,b,...] [--threads 1] [--repeat 3]
+    python benchmarks/bench_native.py --layers   # single convolutions, oneDNN against NNPACK
 
 For each model: ms an image of fused@8, optimized@8 and native@16 (best of --repeat timed
 calls after two warm-up calls, on 32 random images), its arithmetic at the measured matmul's
@@ -17,6 +18,7 @@ import argparse
 import sys
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -27,6 +29,10 @@ from grader.grading.sandboxed.tuner import Forward, _prepare, agrees  # noqa: E4
 from tests.support.zoo import ZOO, build  # noqa: E402
 
 PLANS = (("fused", 8), ("optimized", 8), ("native", 16))
+# (in channels, out channels, size, kernel): the layers the zoo's models are made of.
+LAYERS = ((1, 32, 96, 3), (32, 32, 96, 3), (32, 64, 48, 3), (64, 64, 48, 3), (64, 128, 24, 3),
+          (128, 128, 24, 3), (128, 128, 12, 3), (16, 32, 48, 3), (32, 32, 48, 3),
+          (32, 32, 96, 5), (64, 64, 24, 7), (64, 64, 48, 1))
 
 
 def per_image_ms(forward: Forward, x: torch.Tensor, repeat: int) -> float:
@@ -40,13 +46,37 @@ def per_image_ms(forward: Forward, x: torch.Tensor, repeat: int) -> float:
     return best / len(x) * 1000
 
 
+def layers(repeat: int) -> None:
+    """One convolution at batch 16, with oneDNN and without it (NNPACK), alternated."""
+    print(f"{'layer':<24}{'oneDNN ms':>10}{'NNPACK ms':>10}{'ratio':>7}{'oneDNN GFLOP/s':>16}")
+    for c_in, c_out, size, k in LAYERS:
+        x, w = torch.rand(16, c_in, size, size), torch.rand(c_out, c_in, k, k)
+        times = []
+        for enabled in (True, False):
+            torch._C._set_mkldnn_enabled(enabled)
+            try:
+                conv = partial(torch.nn.functional.conv2d, weight=w, padding=k // 2)
+                times.append(per_image_ms(conv, x, repeat) * len(x))
+            finally:
+                torch._C._set_mkldnn_enabled(True)
+        gflop = 2 * c_out * c_in * k * k * size * size * len(x) / 1e9
+        print(f"{f'{c_in}->{c_out} {size}x{size} k{k}':<24}{times[0]:>10.2f}{times[1]:>10.2f}"
+              f"{times[0] / times[1]:>6.2f}x{gflop / times[0] * 1000:>16.1f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", default="", help="comma-separated zoo names (default all)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--layers", action="store_true", help="single convolutions instead")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
+    if args.layers:
+        torch.set_num_threads(args.threads)
+        with torch.inference_mode():
+            layers(args.repeat)
+        return
     names = [n for n in args.models.split(",") if n] or sorted(ZOO)
     torch.set_num_threads(args.threads)
     peak = matmul_peak(args.threads)
