@@ -88,8 +88,9 @@ def _warm_up() -> None:
                 model, images, device="cpu", max_batch=32, kind=kind, threads=1,
                 tuning_share=1e9,
             )
-            # The tuner counts a heavy model's arithmetic (arithmetic.py): the counting's
-            # first use, and the one-thread matmul peak every child inherits, are paid here.
+            # The tuner counts a heavy model's arithmetic (arithmetic.py). The counting's
+            # first use imports torch._dynamo (~1.5 s), which a confined child could not;
+            # it is paid here, as is the one-thread matmul rate every child inherits.
             with torch.inference_mode():
                 count_arithmetic(model, x)
         finally:
