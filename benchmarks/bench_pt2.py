@@ -32,7 +32,7 @@ from grader.config import get_settings  # noqa: E402
 from grader.grading import sandbox  # noqa: E402
 from grader.grading.engine import grade_model_file  # noqa: E402
 from grader.grading.kinds import get_kind  # noqa: E402
-from grader.grading.plans import Plan  # noqa: E402
+from grader.grading.plans import Plan, PlanHint  # noqa: E402
 from grader.grading.sandboxed.predict import load_model, predict_with_plan  # noqa: E402
 from grader.grading.testdata.demo import demo_test_set_path  # noqa: E402
 from grader.grading.testdata.testsets import TestSet, load_test_set  # noqa: E402
@@ -65,7 +65,7 @@ def _compiled(path: Path, test_set: TestSet, threads: int) -> tuple[float, float
     model = load_model(path, device="cpu")
     hint = Plan("compiled", 32, threads)
     predictions, report = predict_with_plan(
-        model, test_set.images, device="cpu", max_batch=32, threads=threads, hint=hint,
+        model, test_set.images, device="cpu", max_batch=32, threads=threads, hint=PlanHint(hint),
     )
     total = time.perf_counter() - started
     if report.plan != hint:

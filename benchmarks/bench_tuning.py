@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from grader.config import get_settings  # noqa: E402
 from grader.grading import sandbox  # noqa: E402
 from grader.grading.engine import grade_model_file, sandbox_limits  # noqa: E402
-from grader.grading.plans import Plan  # noqa: E402
+from grader.grading.plans import Plan, PlanHint  # noqa: E402
 from grader.grading.sandboxed import zygote  # noqa: E402
 from grader.grading.sandboxed.predict import load_model, predict_with_plan  # noqa: E402
 from grader.grading.testdata.demo import demo_test_set_path  # noqa: E402
@@ -45,7 +45,7 @@ def main() -> None:
     hint = None
     if args.plan:
         variant, batch = args.plan.split("@")
-        hint = Plan(variant, int(batch), args.threads)
+        hint = PlanHint(Plan(variant, int(batch), args.threads))
     warnings.simplefilter("ignore")
     torch.set_num_threads(args.threads)
     settings = get_settings().model_copy(update={"sandbox_threads": args.threads})

@@ -20,7 +20,7 @@ from grader.grading.archive import PT2, check_model_archive, detect_format
 from grader.grading.failures import FailureKind, GradingFailure
 from grader.grading.kinds import DEFAULT_KIND, get_kind
 from grader.grading.kinds.base import json_parts
-from grader.grading.plans import Plan
+from grader.grading.plans import Plan, PlanHint
 from grader.grading.sandbox import SandboxLimits, SandboxRun
 from grader.grading.testdata.testsets import TestSet
 
@@ -104,7 +104,7 @@ def _predict(
     settings: Settings,
     time_limit_s: float | None,
     timings: dict[str, float],
-    plan_hint: Plan | None,
+    plan_hint: PlanHint | None,
     preview_images: np.ndarray | None,
 ) -> SandboxRun:
     kind = get_kind(test_set.kind)
@@ -157,7 +157,7 @@ def grade_model_file(
     max_model_bytes: int,
     settings: Settings,
     time_limit_s: float | None = None,
-    plan_hint: Plan | None = None,
+    plan_hint: PlanHint | None = None,
     preview_images: np.ndarray | None = None,
 ) -> GradingOutcome:
     started = time.perf_counter()

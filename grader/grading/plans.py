@@ -58,3 +58,24 @@ class Plan:
 
 
 BASELINE = Plan("plain", 1, 1)
+
+
+@dataclass(frozen=True)
+class PlanHint:
+    """A plan to try before tuning: the one chosen when this very file was graded before, or
+    (`shared`) one chosen for another file of the same architecture. A shared plan comes from
+    another student's grading, so the child keeps it only if it also beats the course's way
+    on this file: a model built to be slow on its own plan cannot slow its lookalikes down."""
+
+    plan: Plan
+    shared: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.plan.to_dict(), "shared": self.shared}
+
+    @classmethod
+    def from_dict(cls, raw: object) -> PlanHint | None:
+        plan = Plan.from_dict(raw)
+        if plan is None or not isinstance(raw, dict):
+            return None
+        return cls(plan, shared=raw.get("shared") is not False)

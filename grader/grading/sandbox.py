@@ -31,7 +31,7 @@ import numpy as np
 from grader.grading import protocol
 from grader.grading.failures import FailureKind, GradingFailure
 from grader.grading.kinds import DEFAULT_KIND, Kind, get_kind
-from grader.grading.plans import Plan
+from grader.grading.plans import Plan, PlanHint
 
 _ZYGOTE_START_TIMEOUT_S = 120.0
 _CONTROL_TIMEOUT_S = 30.0
@@ -158,7 +158,7 @@ class Sandbox:
 
     def run(
         self, model_path: Path, images: np.ndarray, *, device: str, batch_size: int,
-        limits: SandboxLimits, plan_hint: Plan | None = None,
+        limits: SandboxLimits, plan_hint: PlanHint | None = None,
         preview_images: np.ndarray | None = None, preflight: bool = False,
         kind: Kind | None = None,
     ) -> SandboxRun:
@@ -184,7 +184,10 @@ class Sandbox:
                     job = replace(
                         job, avoid=(*job.avoid, crash.plan),
                         limits=replace(limits, time_limit_s=left),
-                        plan_hint=None if job.plan_hint == crash.plan else job.plan_hint,
+                        plan_hint=(
+                            None if job.plan_hint and job.plan_hint.plan == crash.plan
+                            else job.plan_hint
+                        ),
                     )
             raise GradingFailure(
                 FailureKind.CRASHED, "the model process crashed on every way of running it"
@@ -306,7 +309,7 @@ class _Job:
     device: str
     batch_size: int
     limits: SandboxLimits
-    plan_hint: Plan | None = None
+    plan_hint: PlanHint | None = None
     avoid: tuple[Plan, ...] = ()
     preflight: bool = False
     kind: Kind = field(default_factory=lambda: get_kind(DEFAULT_KIND))
@@ -508,7 +511,7 @@ def run_in_sandbox(
     device: str,
     batch_size: int,
     limits: SandboxLimits,
-    plan_hint: Plan | None = None,
+    plan_hint: PlanHint | None = None,
     preview_images: np.ndarray | None = None,
     preflight: bool = False,
     kind: Kind | None = None,

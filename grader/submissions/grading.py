@@ -26,9 +26,11 @@ from grader.config import Settings
 from grader.db import session_scope, utcnow
 from grader.exercises.models import Exercise
 from grader.exercises.service import max_time_limit_s
+from grader.grading.architecture import architecture_digest
 from grader.grading.failures import STUDENT_MESSAGES, FailureKind
 from grader.grading.kinds import DEFAULT_KIND, get_kind
 from grader.grading.kinds.base import json_parts
+from grader.grading.plans import PlanHint
 from grader.integrity import service as integrity
 from grader.leaderboard.service import recompute_standings
 from grader.submissions import events, plans
@@ -263,6 +265,8 @@ def grade_submission(settings: Settings, submission_id: int) -> str:
         raise InfrastructureError(f"stored model {job.model_path} is missing")
     kind = get_kind(job.kind)
     test_set = load_test_set(job.testset_path, kind=kind, cache_dir=settings.cache_dir)
+    architecture = architecture_digest(job.model_path, max_bytes=job.max_model_bytes)
+    hint = plans.known_plan(settings, model_sha256=job.model_sha256, architecture=architecture)
     # One sandboxed run grades the test set and then predicts the public preview images with
     # the same loaded model and plan, all under the exercise's one time limit.
     outcome = grade_model_file(
@@ -272,7 +276,7 @@ def grade_submission(settings: Settings, submission_id: int) -> str:
         max_model_bytes=job.max_model_bytes,
         settings=settings,
         time_limit_s=job.time_limit_s,
-        plan_hint=plans.known_plan(settings, model_sha256=job.model_sha256),
+        plan_hint=hint,
         preview_images=preview_samples(kind.name) if settings.sandbox_enabled else None,
     )
     if outcome.failure_kind == FailureKind.INFRA_ERROR:
@@ -284,7 +288,7 @@ def grade_submission(settings: Settings, submission_id: int) -> str:
     drawn = None if reason is not None or outcome.preview is None else kind.preview(outcome.preview)
     return _finish(
         settings, job, outcome=outcome, status=status, reason=reason, me=me, preview=drawn,
-        labels=test_set.labels,
+        labels=test_set.labels, architecture=architecture, hint=hint,
     )
 
 
@@ -298,6 +302,8 @@ def _finish(
     me: str,
     preview: list[list[list[float]]] | None = None,
     labels: np.ndarray | None = None,
+    architecture: str | None = None,
+    hint: PlanHint | None = None,
 ) -> str:
     # Worked out before the write transaction, which every upload also waits for on SQLite.
     with session_scope(settings.sqlalchemy_url, write=False) as session:
@@ -353,7 +359,8 @@ def _finish(
                 integrity.record_grading(session, draft)
             if outcome.plan is not None:
                 plans.remember_plan(
-                    session, settings, model_sha256=job.model_sha256, plan=outcome.plan
+                    session, settings, model_sha256=job.model_sha256, plan=outcome.plan,
+                    architecture=architecture, hint=hint,
                 )
             session.flush()
             if preview is not None:

@@ -136,11 +136,16 @@ class ResultPreview(Base):
 
 class ExecutionPlan(Base):
     """The plan the tuner chose for one model file on one kind of worker, so that a rescore or
-    a resubmission of the same file starts from it instead of tuning again."""
+    a resubmission of the same file starts from it instead of tuning again, and another file
+    of the same architecture tries it first."""
 
     __tablename__ = "execution_plans"
     __table_args__ = (
         UniqueConstraint("model_sha256", "device", "threads", "torch_version"),
+        Index(
+            "ix_execution_plans_architecture", "architecture", "device", "threads",
+            "torch_version", "updated_at",
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -151,3 +156,5 @@ class ExecutionPlan(Base):
     torch_version: Mapped[str] = mapped_column(String(64))
     plan: Mapped[dict[str, Any]] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # grader.grading.architecture's digest; None for files remembered before it existed.
+    architecture: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -12,7 +12,7 @@ import pytest
 from grader.config import Settings
 from grader.grading.engine import grade_model_file
 from grader.grading.kinds import get_kind
-from grader.grading.plans import VARIANTS, Plan
+from grader.grading.plans import VARIANTS, Plan, PlanHint
 from grader.grading.sandboxed.predict import load_model, predict_with_plan
 from grader.grading.testdata.shapes import generate_shapes, write_npz
 from grader.grading.testdata.testsets import TestSet, TestSetError, load_test_set
@@ -54,7 +54,7 @@ def test_every_plan_gives_the_same_verdicts(name: str, shapes_set: TestSet, tmp_
     for variant in VARIANTS:
         predictions, report = predict_with_plan(
             load_model(path, device="cpu", kind=KIND), shapes_set.images, device="cpu",
-            max_batch=32, kind=KIND, threads=2, hint=Plan(variant, 8, 2),
+            max_batch=32, kind=KIND, threads=2, hint=PlanHint(Plan(variant, 8, 2)),
         )
         assert report.plan == Plan(variant, 8, 2) or variant == "channels_last"
         score = KIND.score(predictions, shapes_set.labels, threshold=50).score

@@ -17,7 +17,7 @@ from grader.grading.archive import PT2, check_model_archive
 from grader.grading.engine import grade_model_file
 from grader.grading.failures import FailureKind, GradingFailure
 from grader.grading.kinds import get_kind
-from grader.grading.plans import Plan
+from grader.grading.plans import Plan, PlanHint
 from grader.grading.sandboxed.exported import Exported
 from grader.grading.sandboxed.predict import load_model, predict_with_plan
 from grader.grading.testdata.testsets import TestSet
@@ -156,7 +156,7 @@ def test_the_compiled_plan_gives_the_course_predictions(
     hint = Plan("compiled", 8, 1)
     predictions, report = predict_with_plan(
         load_model(path, device="cpu"), small_test_set.images, device="cpu", max_batch=32,
-        threads=1, hint=hint,
+        threads=1, hint=PlanHint(hint),
     )
     assert report.plan == hint, [t.to_dict() for t in report.trials]
     np.testing.assert_allclose(predictions, expected, rtol=1e-5, atol=1e-5)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from grader.grading.kinds import get_kind
-from grader.grading.plans import VARIANTS, Plan
+from grader.grading.plans import VARIANTS, Plan, PlanHint
 from grader.grading.sandboxed.predict import Runner, load_model, predict_with_plan
 from grader.grading.sandboxed.tuner import Tuner
 from grader.grading.testdata.testsets import TestSet
@@ -34,7 +34,7 @@ def test_every_plan_gives_the_course_score(
         hint = Plan(variant, 16 if variant == "native" and batch > 1 else batch, THREADS)
         predictions, report = predict_with_plan(
             load_model(path, device="cpu"), small_test_set.images, device="cpu",
-            max_batch=32, threads=THREADS, hint=hint,
+            max_batch=32, threads=THREADS, hint=PlanHint(hint),
         )
         first = report.trials[0]
         if variant == "channels_last" and first.verdict == "failed":
@@ -112,7 +112,7 @@ def test_a_plan_that_crashes_the_process_is_dropped(
     run = run_in_sandbox(
         path, small_test_set.images, device="cpu", batch_size=32,
         limits=SandboxLimits(time_limit_s=60, threads=THREADS),
-        plan_hint=Plan("fused", 8, THREADS),
+        plan_hint=PlanHint(Plan("fused", 8, THREADS)),
     )
     assert run.crashed and run.crashed[0] == Plan("fused", 8, THREADS)
     assert run.plan is not None and run.plan.batch_size == 1 and run.plan.variant != "fused"
@@ -142,7 +142,7 @@ def test_a_plan_that_fails_late_finishes_at_batch_1(
     images[40:] = np.clip(images[40:].astype(np.int32) + 120, 0, 255).astype(np.uint8)
     predictions, report = predict_with_plan(
         load_model(path, device="cpu"), images, device="cpu", max_batch=8, threads=1,
-        hint=Plan("plain", 8, 1),
+        hint=PlanHint(Plan("plain", 8, 1)),
     )
     assert report.plan == Plan("plain", 8, 1)
     model = load_model(path, device="cpu")

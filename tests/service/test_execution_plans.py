@@ -1,5 +1,6 @@
 """The plan the sandbox chose is recorded with the result, remembered per model file, and
-reused when the same file is graded again (a rescore), on SQLite and PostgreSQL."""
+reused when the same file is graded again (a rescore), on SQLite and PostgreSQL. Another file
+of the same architecture is offered it first, as a shared hint."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from sqlalchemy import select, update
 
 from grader.config import Settings
 from grader.db import session_scope
-from grader.grading.plans import Plan
-from grader.submissions import grading
+from grader.grading.architecture import architecture_digest
+from grader.grading.plans import Plan, PlanHint
+from grader.submissions import grading, plans
 from grader.submissions.models import ExecutionPlan
 from tests.service.conftest import Api
 from tests.support.zoo import export
@@ -60,3 +62,45 @@ def test_the_plan_is_recorded_and_reused_on_rescore(
     assert again["result"]["plan"]["trials"][0]["verdict"] == "reused"
     assert again["score"] == pytest.approx(first["score"], rel=1e-5)
     assert _remembered(settings, sha) == [forced.to_dict()]
+
+
+def test_another_file_of_the_architecture_tries_the_plan_first(
+    settings: Settings, make_student: Any, make_exercise: Any, model: Path, tmp_path: Path
+) -> None:
+    slug = make_exercise()
+    first = make_student()
+    sid = first.upload(slug, model).json()["id"]
+    assert grading.grade_submission(settings, sid) in ("PASSED", "FAILED")
+    sha = first.get(f"/api/v1/submissions/{sid}").json()["model_sha256"]
+    digest = architecture_digest(model, max_bytes=20 * 2**20)
+    with session_scope(settings.sqlalchemy_url) as session:
+        row = session.scalars(select(ExecutionPlan).where(ExecutionPlan.model_sha256 == sha)).one()
+        assert row.architecture == digest
+        # One no tuning run would choose on 64 images, so that its trial shows where it came from.
+        forced = Plan("frozen", 1, settings.sandbox_thread_count)
+        row.plan = forced.to_dict()
+
+    retrained = export("kernel15x15", tmp_path / "retrained.pt", seed=7)
+    theirs = make_student()
+    other = theirs.upload(slug, retrained).json()["id"]
+    assert grading.grade_submission(settings, other) in ("PASSED", "FAILED")
+    chosen = theirs.get(f"/api/v1/submissions/{other}").json()["result"]["plan"]
+    trials = chosen["trials"]
+    assert Plan.from_dict(trials[0]) == forced
+    assert trials[0]["verdict"] in ("reused", "slower")  # used only if it beats the course way
+    other_sha = theirs.get(f"/api/v1/submissions/{other}").json()["model_sha256"]
+    with session_scope(settings.sqlalchemy_url) as session:
+        row = session.scalars(
+            select(ExecutionPlan).where(ExecutionPlan.model_sha256 == other_sha)
+        ).one()
+    # Remembered for the file; for the architecture only when not the shared plan passed on.
+    assert row.architecture == (None if Plan.from_dict(chosen) == forced else digest)
+
+    lookalike = plans.known_plan(settings, model_sha256="0" * 64, architecture=digest)
+    assert lookalike is not None and lookalike.shared
+    own = plans.known_plan(settings, model_sha256=sha, architecture=digest)
+    assert own == PlanHint(forced)  # the file's own plan comes first, not shared
+    assert plans.known_plan(settings, model_sha256="0" * 64, architecture="f" * 64) is None
+    own_only = settings.model_copy(update={"shared_plans": False})
+    assert plans.known_plan(own_only, model_sha256="0" * 64, architecture=digest) is None
+    assert plans.known_plan(own_only, model_sha256=sha, architecture=digest) == PlanHint(forced)

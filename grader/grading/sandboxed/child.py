@@ -249,13 +249,13 @@ def _grade(
     result_fd: int, model: Any, images: Any, req: ChildRequest, info: dict[str, Any]
 ) -> None:
     """The test images with a tuned plan (`R`), then the preview faces with it (`P`)."""
-    from grader.grading.plans import Plan
+    from grader.grading.plans import Plan, PlanHint
     from grader.grading.sandboxed.predict import predict_with_plan
 
     t1 = time.perf_counter()
     predictions, report = predict_with_plan(
         model, images[: req.n_images], device=req.device, max_batch=req.batch_size,
-        kind=req.spec, threads=req.threads, hint=Plan.from_dict(req.plan_hint),
+        kind=req.spec, threads=req.threads, hint=PlanHint.from_dict(req.plan_hint),
         avoid=[p for a in req.avoid if (p := Plan.from_dict(a)) is not None],
         # Each trial is announced first: if one kills the process, the parent runs the
         # model again without it (see sandbox._TrialCrashed).

@@ -25,7 +25,7 @@ import torch
 from grader.grading.archive import PT2, detect_format
 from grader.grading.failures import FailureKind, GradingFailure
 from grader.grading.kinds import DEFAULT_KIND, Kind, get_kind
-from grader.grading.plans import Plan
+from grader.grading.plans import Plan, PlanHint
 from grader.grading.sandboxed.contest import Contest
 from grader.grading.sandboxed.exported import Exported, differs_between_runs, load_exported
 from grader.grading.sandboxed.tuner import (
@@ -248,7 +248,7 @@ def predict_with_plan(
     max_batch: int,
     kind: Kind | None = None,
     threads: int | None = None,
-    hint: Plan | None = None,
+    hint: PlanHint | None = None,
     tuning_share: float = TUNING_SHARE,
     avoid: Sequence[Plan] = (),
     announce: Callable[[Plan], None] | None = None,

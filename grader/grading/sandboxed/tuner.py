@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from grader.grading.plans import Plan
+from grader.grading.plans import Plan, PlanHint
 from grader.grading.sandboxed.arithmetic import Arithmetic, count_arithmetic, matmul_peak
 from grader.grading.sandboxed.exported import Exported
 
@@ -326,18 +326,20 @@ class Tuner:
         if t > 1:
             yield Plan(self.best.plan.variant, self.best.plan.batch_size, 1)
 
-    def tune(self, hint: Plan | None = None) -> Prepared:
-        """The fastest verified plan. A `hint` (the plan chosen when this file was graded
-        before) is used as soon as it agrees with the reference, without tuning again."""
-        if hint is not None and self._acceptable(hint) and not self._avoided(hint):
-            if hint == self.best.plan:
-                self.trials.append(Trial(hint, "reused"))
+    def tune(self, hint: PlanHint | None = None) -> Prepared:
+        """The fastest verified plan. A `hint` is used as soon as it agrees with the reference,
+        without tuning again; a shared one (another file's) only if it also beats the
+        reference's speed, the course's way."""
+        seen: set[Plan] = {self.best.plan}
+        if hint is not None and self._acceptable(hint.plan) and not self._avoided(hint.plan):
+            if hint.plan == self.best.plan:
+                self.trials.append(Trial(hint.plan, "reused"))
                 return self.best
-            if self._try(hint, budgeted=False, reuse=True):
+            if self._try(hint.plan, budgeted=False, reuse=True, must_beat=hint.shared):
                 self.verified = [self.best]  # chosen before, contest included: no contender
                 return self.best
+            seen.add(hint.plan)
         self._count_arithmetic()
-        seen: set[Plan] = {self.best.plan}
         batching_checked = False
         for plan in self._candidates():
             if plan in seen or (plan.batch_size > 1 and not self.batch_ok) or self._avoided(plan):
@@ -436,7 +438,9 @@ class Tuner:
             more = self.batch1(self.x[have:size], have)
             self.reference = torch.cat([self.reference, more])
 
-    def _try(self, plan: Plan, *, budgeted: bool, reuse: bool = False) -> bool:
+    def _try(
+        self, plan: Plan, *, budgeted: bool, reuse: bool = False, must_beat: bool = False
+    ) -> bool:
         if self.announce is not None:
             self.announce(plan)
         started = time.perf_counter()
@@ -446,7 +450,7 @@ class Tuner:
             self._extend_reference(plan.batch_size)
             sample = self.x[: min(plan.batch_size, len(self.reference))]
             verdict, per_image, prepared = self._measure(
-                plan, sample, started, budgeted, reuse=reuse
+                plan, sample, started, budgeted, reuse=reuse, must_beat=must_beat
             )
             if prepared is not None:
                 self.best = prepared
@@ -469,9 +473,10 @@ class Tuner:
 
     def _measure(
         self, plan: Plan, sample: torch.Tensor, started: float, budgeted: bool, *,
-        reuse: bool = False,
+        reuse: bool = False, must_beat: bool = False,
     ) -> tuple[str, float | None, Prepared | None]:
-        """Prepare, warm up, check and time one candidate: (verdict, per-image s, prepared)."""
+        """Prepare, warm up, check and time one candidate: (verdict, per-image s, prepared).
+        A reused plan that `must_beat` the course's way and does not is only "slower"."""
         t0 = time.perf_counter()
         if plan.variant == "fused":
             torch.jit.enable_onednn_fusion(True)
@@ -499,10 +504,9 @@ class Tuner:
                 return "disagrees", None, None
             if reuse or per_image > self.best.per_image_s * _CLOSE:
                 break
-        if reuse:
-            prepared.per_image_s = per_image
-            return "reused", per_image, prepared
         prepared.per_image_s = per_image
+        if reuse and not (must_beat and per_image >= self.reference_per_image_s):
+            return "reused", per_image, prepared
         self.verified.append(prepared)
         if per_image >= self.best.per_image_s:
             return "slower", per_image, None
