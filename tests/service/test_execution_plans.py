@@ -87,7 +87,10 @@ def test_another_file_of_the_architecture_tries_the_plan_first(
     chosen = theirs.get(f"/api/v1/submissions/{other}").json()["result"]["plan"]
     trials = chosen["trials"]
     assert Plan.from_dict(trials[0]) == forced
-    assert trials[0]["verdict"] in ("reused", "slower")  # used only if it beats the course way
+    # Kept without tuning if it beats the course way; else a candidate (the run's race may
+    # still choose it).
+    assert trials[0]["verdict"] in ("reused", "slower", "chosen")
+    assert trials[0]["verdict"] == "reused" or len(trials) > 1
     other_sha = theirs.get(f"/api/v1/submissions/{other}").json()["model_sha256"]
     with session_scope(settings.sqlalchemy_url) as session:
         row = session.scalars(
