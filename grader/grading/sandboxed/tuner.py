@@ -335,22 +335,25 @@ class Tuner:
             if hint.plan == self.best.plan:
                 self.trials.append(Trial(hint.plan, "reused"))
                 return self.best
-            if self._try(hint.plan, budgeted=False, reuse=True, must_beat=hint.shared):
+            if self._try(hint.plan, reuse=True, must_beat=hint.shared):
                 self.verified = [self.best]  # chosen before, contest included: no contender
                 return self.best
             seen.add(hint.plan)
         self._count_arithmetic()
         batching_checked = False
+        first = True
         for plan in self._candidates():
             if plan in seen or (plan.batch_size > 1 and not self.batch_ok) or self._avoided(plan):
                 continue
-            if self._worth_trying(plan, first=len(seen) == 1):
-                self._try(plan, budgeted=True)
+            allowance = self._allowance_s(plan, first=first)
+            if allowance is not None:
+                self._try(plan, allowance_s=allowance)
                 if plan.batch_size > 1 and not batching_checked:
                     batching_checked = self._check_batching(self.trials[-1])
             else:
                 self.trials.append(Trial(plan, "skipped"))
             seen.add(plan)
+            first = False
         if self.bound_s_per_image:
             for trial in self.trials:
                 trial.bound_ms = self.bound_s_per_image * 1000
@@ -402,19 +405,26 @@ class Tuner:
             return True
         return trial.per_image_ms is not None  # it ran to the check and agreed
 
-    def _worth_trying(self, plan: Plan, *, first: bool) -> bool:
+    def _allowance_s(self, plan: Plan, *, first: bool) -> float | None:
+        """How long a candidate may take before it is given up as slower; None when it is not
+        worth trying. A candidate let in on its own terms below gets their time: were it held
+        to the budget left, which may be spent already, it would be given up before it is
+        timed, its cost paid and nothing learnt."""
         ahead = self._ahead_s()
         if ahead < MIN_WORK_S * TUNING_SHARE / self.share:
-            return False
+            return None
         estimate = self._estimate_s(plan)
-        if estimate <= self._budget_left_s():
-            return True
-        if first:
+        left = self._budget_left_s()
+        if estimate <= left:
+            return left
+        if first and estimate <= _FIRST_SHARE * ahead:
             # The likeliest winner may cost up to half the work ahead: small models gain 3-5x
             # from it, while their whole budget would not pay for its compilation.
-            return estimate <= _FIRST_SHARE * ahead
-        # A check that costs under 1 % of the work ahead is worth it whatever is left.
-        return estimate < _CHEAP_SHARE * ahead
+            return _FIRST_SHARE * ahead
+        if estimate < _CHEAP_SHARE * ahead:
+            # A check that costs under 1 % of the work ahead is worth it whatever is left.
+            return _CHEAP_SHARE * ahead
+        return None
 
     def _avoided(self, plan: Plan) -> bool:
         return (plan.variant, plan.batch_size > 1) in self.avoid
@@ -439,8 +449,11 @@ class Tuner:
             self.reference = torch.cat([self.reference, more])
 
     def _try(
-        self, plan: Plan, *, budgeted: bool, reuse: bool = False, must_beat: bool = False
+        self, plan: Plan, *, allowance_s: float | None = None, reuse: bool = False,
+        must_beat: bool = False,
     ) -> bool:
+        """Try one candidate; True when it is the new best. `allowance_s`: given up as slower
+        once its preparation and warm-up take longer."""
         if self.announce is not None:
             self.announce(plan)
         started = time.perf_counter()
@@ -450,7 +463,7 @@ class Tuner:
             self._extend_reference(plan.batch_size)
             sample = self.x[: min(plan.batch_size, len(self.reference))]
             verdict, per_image, prepared = self._measure(
-                plan, sample, started, budgeted, reuse=reuse, must_beat=must_beat
+                plan, sample, started, allowance_s, reuse=reuse, must_beat=must_beat
             )
             if prepared is not None:
                 self.best = prepared
@@ -472,7 +485,7 @@ class Tuner:
         return verdict in ("chosen", "reused")
 
     def _measure(
-        self, plan: Plan, sample: torch.Tensor, started: float, budgeted: bool, *,
+        self, plan: Plan, sample: torch.Tensor, started: float, allowance_s: float | None, *,
         reuse: bool = False, must_beat: bool = False,
     ) -> tuple[str, float | None, Prepared | None]:
         """Prepare, warm up, check and time one candidate: (verdict, per-image s, prepared).
@@ -492,7 +505,7 @@ class Tuner:
             self.run_batch(prepared.forward, xb)
             if run == 0 and plan.variant == "compiled" and self.compile_s is None:
                 self.compile_s = time.perf_counter() - t0
-            if budgeted and time.perf_counter() - started > self._budget_left_s():
+            if allowance_s is not None and time.perf_counter() - started > allowance_s:
                 raise _OverBudget
         torch.jit.enable_onednn_fusion(False)
         per_image = float("inf")
