@@ -9,7 +9,9 @@ calls after two warm-up calls, on 32 random images), its arithmetic at the measu
 rate ("bound"), the share of that rate the best of fused and optimized reaches and the share
 of the arithmetic in convolutions larger than 1x1 (what the tuner reads before it tries the
 native plan), native's speed-up over that best, and whether native agrees with the plain
-module at batch 1 (1e-5, the tuner's rule).
+module at batch 1 (1e-5, the tuner's rule). The process keeps the memory it frees, as the
+sandbox child does (heap.py): otherwise a layer's large output is mapped and faulted in afresh
+on every call, which made oneDNN's 1-channel first layer look 4x slower than it grades.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from grader.grading.sandboxed.arithmetic import count_arithmetic, matmul_peak  # noqa: E402
+from grader.grading.sandboxed.heap import keep_freed_memory  # noqa: E402
 from grader.grading.sandboxed.tuner import Forward, _prepare, agrees  # noqa: E402
 from tests.support.zoo import ZOO, build  # noqa: E402
 
@@ -72,6 +75,7 @@ def main() -> None:
     parser.add_argument("--layers", action="store_true", help="single convolutions instead")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
+    keep_freed_memory()
     if args.layers:
         torch.set_num_threads(args.threads)
         with torch.inference_mode():

@@ -13,7 +13,12 @@ import torch
 from grader.grading.kinds import get_kind
 from grader.grading.plans import Plan
 from grader.grading.sandbox import SandboxLimits, run_in_sandbox
-from grader.grading.sandboxed.arithmetic import Arithmetic, count_arithmetic, matmul_peak
+from grader.grading.sandboxed.arithmetic import (
+    Arithmetic,
+    count_arithmetic,
+    matmul_peak,
+    native_gain,
+)
 from grader.grading.sandboxed.predict import Runner, load_model
 from grader.grading.sandboxed.tuner import Tuner
 from grader.grading.testdata.testsets import TestSet
@@ -74,8 +79,22 @@ def test_the_peak_leaves_the_thread_count_as_it_was() -> None:
         torch.set_num_threads(before)
 
 
+def test_the_native_gain_leaves_onednn_and_the_threads_as_they_were() -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        gain = native_gain(2)
+        assert 0.05 < gain < 20  # the same layer, two kernels: within an order of magnitude
+        assert torch.get_num_threads() == 1
+        assert torch._C._get_mkldnn_enabled()
+        assert native_gain(2) == gain  # measured once
+    finally:
+        torch.set_num_threads(before)
+
+
 def _tuned(
-    tmp_path: Path, images: np.ndarray, *, threads: int, arithmetic: Arithmetic
+    tmp_path: Path, images: np.ndarray, *, threads: int, arithmetic: Arithmetic,
+    gain: float = 1.5,
 ) -> Tuner:
     model = load_model(export("relu_cnn", tmp_path / "relu_cnn.pt"), device="cpu")
     runner = Runner(model, get_kind("keypoints"))
@@ -85,7 +104,7 @@ def _tuned(
         tuner = Tuner(
             model, x, reference=reference, reference_s=reference_s, run_batch=runner.run,
             batch1=lambda xs, first: runner.batch1(xs, first=first), threads=threads,
-            max_batch=32, device="cpu", share=1e9, arithmetic=arithmetic,
+            max_batch=32, device="cpu", share=1e9, arithmetic=arithmetic, native_gain=gain,
         )
         tuner.tune()
     return tuner
@@ -101,7 +120,8 @@ def test_near_the_bound_fewer_multiplications_are_tried_first(
     """Told its plans run at a matmul's rate, the tuner tries the native convolutions at
     batch 16 right after fusion, on one thread (and that plan gives the course's
     predictions); on two threads, far from that rate, or with much of the arithmetic in 1x1
-    convolutions, it never tries them."""
+    convolutions, or on a machine whose own convolutions are no faster than oneDNN's (an
+    AVX-512 host), it never tries them."""
     images = small_test_set.images
     heavy = Arithmetic(flops=1e15, spatial_share=1.0)  # an hour an image at any CPU's rate
     near = _tuned(tmp_path, images, threads=1, arithmetic=heavy)
@@ -114,6 +134,7 @@ def test_near_the_bound_fewer_multiplications_are_tried_first(
         _tuned(tmp_path, images, threads=2, arithmetic=heavy),
         _tuned(tmp_path, images, threads=1, arithmetic=Arithmetic(1.0, 1.0)),
         _tuned(tmp_path, images, threads=1, arithmetic=Arithmetic(1e15, 0.8)),
+        _tuned(tmp_path, images, threads=1, arithmetic=heavy, gain=0.55),
     ):
         tried = _tried(tuner)
         assert len(tried) > 2 and all(plan.variant != "native" for plan in tried), tried

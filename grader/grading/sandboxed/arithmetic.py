@@ -7,11 +7,17 @@ several GFLOP an image) gains little from another variant doing the same arithme
 each one costs it seconds to time. It is a yardstick, not a strict bound: oneDNN's
 convolutions reach 80-125 % of the matmul's rate, and Winograd convolutions do fewer
 multiplications than counted (BENCHMARKS.md, the native plan).
+
+Whether they do it faster is the machine's: NNPACK's Winograd kernels beat oneDNN on a 3x3
+layer by 1.5x on an AVX2 host and lose by 2x on an AVX-512 one, which NNPACK has no kernels
+for. `native_gain` measures it once per process, on one such layer.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +34,9 @@ _CONTRACTING = {_aten.mm, _aten.bmm, _aten.matmul}
 _ADDED = {_aten.addmm, _aten.baddbmm}  # the same, after the added term
 _PEAK_SIZE = 512
 _peaks: dict[int, float] = {}
+# batch, channels, size: a 3x3 layer of a ResNet's middle, where NNPACK wins 1.5x on AVX2.
+_GAIN_LAYER = (16, 64, 48)
+_gains: dict[int, float] = {}
 
 
 @dataclass(frozen=True)
@@ -71,20 +80,58 @@ def count_arithmetic(forward: Any, x: torch.Tensor) -> Arithmetic | None:
     return Arithmetic(count.flops / max(1, len(x)), count.spatial / count.flops)
 
 
+@contextmanager
+def onednn_off() -> Iterator[None]:
+    """PyTorch's own convolutions instead of oneDNN's (NNPACK's at batch 16 and more). The
+    switch is process-wide. Not torch.backends.mkldnn.flags(): it also resets the TF32
+    switch, with a warning."""
+    enabled = torch._C._get_mkldnn_enabled()
+    torch._C._set_mkldnn_enabled(False)
+    try:
+        yield
+    finally:
+        torch._C._set_mkldnn_enabled(enabled)
+
+
+def _best_s(run: Callable[[], object], threads: int, timed: int) -> float:
+    """The fastest of `timed` calls on `threads` threads, after one that warms the caches and
+    the thread pool; the thread count is left as it was."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    best = float("inf")
+    try:
+        for attempt in range(timed + 1):
+            started = time.perf_counter()
+            run()
+            if attempt:
+                best = min(best, time.perf_counter() - started)
+    finally:
+        torch.set_num_threads(previous)
+    return best
+
+
 def matmul_peak(threads: int) -> float:
     """FLOP/s of a float32 matmul on `threads` threads, measured once per process."""
     if threads not in _peaks:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(threads)
         a, b = torch.rand(_PEAK_SIZE, _PEAK_SIZE), torch.rand(_PEAK_SIZE, _PEAK_SIZE)
-        best = float("inf")
-        try:
-            for run in range(6):
-                started = time.perf_counter()
-                a @ b
-                if run:  # the first one warms the caches and the thread pool
-                    best = min(best, time.perf_counter() - started)
-        finally:
-            torch.set_num_threads(previous)
-        _peaks[threads] = 2 * _PEAK_SIZE**3 / best
+        _peaks[threads] = 2 * _PEAK_SIZE**3 / _best_s(lambda: a @ b, threads, timed=5)
     return _peaks[threads]
+
+
+def native_gain(threads: int) -> float:
+    """How many times faster PyTorch's own convolution runs a 64-channel 3x3 layer at 48x48,
+    batch 16, than oneDNN does, on `threads` threads; measured once per process (~0.2 s)."""
+    if threads not in _gains:
+        batch, channels, size = _GAIN_LAYER
+        x = torch.rand(batch, channels, size, size)
+        w = torch.rand(channels, channels, 3, 3)
+
+        def layer() -> object:
+            return torch.nn.functional.conv2d(x, w, padding=1)
+
+        with torch.inference_mode():
+            onednn = _best_s(layer, threads, timed=2)
+            with onednn_off():
+                own = _best_s(layer, threads, timed=2)
+        _gains[threads] = onednn / own
+    return _gains[threads]

@@ -28,7 +28,13 @@ from typing import Any
 import torch
 
 from grader.grading.plans import Plan, PlanHint
-from grader.grading.sandboxed.arithmetic import Arithmetic, count_arithmetic, matmul_peak
+from grader.grading.sandboxed.arithmetic import (
+    Arithmetic,
+    count_arithmetic,
+    matmul_peak,
+    native_gain,
+    onednn_off,
+)
 from grader.grading.sandboxed.exported import Exported
 
 Forward = Callable[[torch.Tensor], object]
@@ -58,6 +64,9 @@ _NATIVE_BATCH = 16
 # Its gain is on kernels larger than 1x1 (1.2-3x a layer), and it loses 3x on 1x1 ones: a model
 # must do nearly all its arithmetic in the former (BENCHMARKS.md, the native plan).
 _NATIVE_SPATIAL = 0.9
+# And only where the machine's NNPACK beats its oneDNN on a 3x3 layer (AVX2 hosts, 1.5x; an
+# AVX-512 host runs it at 0.55x, and its native trial cost resnet18_deep 4 s: BENCHMARKS.md).
+_NATIVE_GAIN = 1.2
 # Lighter models are bound by their calls, not their arithmetic: not worth counting.
 _COUNT_FROM_S = 0.01
 _CLOSE = 1.1  # a candidate within 10 % of the best is timed a second time
@@ -156,13 +165,8 @@ class _NativeConvolutions:
         self.module = module
 
     def __call__(self, x: torch.Tensor) -> object:
-        # Not torch.backends.mkldnn.flags(): it also resets the TF32 switch, with a warning.
-        enabled = torch._C._get_mkldnn_enabled()
-        torch._C._set_mkldnn_enabled(False)
-        try:
+        with onednn_off():
             return self.module(x)
-        finally:
-            torch._C._set_mkldnn_enabled(enabled)
 
 
 class Tuner:
@@ -184,9 +188,11 @@ class Tuner:
         avoid: Sequence[Plan] = (),
         announce: Callable[[Plan], None] | None = None,
         arithmetic: Arithmetic | None = None,
+        native_gain: float | None = None,
     ) -> None:
         """`arithmetic` is the model's, an image's worth; None counts it (a heavy model on a
-        CPU only)."""
+        CPU only). `native_gain` is the machine's (arithmetic.native_gain); None measures it
+        when it is needed."""
         self.model = model
         self.share = share
         self.avoid = {(plan.variant, plan.batch_size > 1) for plan in avoid}
@@ -214,6 +220,7 @@ class Tuner:
         self.exported = isinstance(model, Exported)
         self.compile_s: float | None = None
         self.arithmetic = arithmetic
+        self.native_gain = native_gain
         self.bound_s_per_image = 0.0  # the arithmetic at a matmul's rate; 0 when not counted
 
     # -- budget ------------------------------------------------------------------------------
@@ -291,7 +298,8 @@ class Tuner:
             yield Plan("fused", 1, t)
         native = t == 1 and self.batch_ok and self.max_batch >= _NATIVE_BATCH
         spatial = self.arithmetic is not None and self.arithmetic.spatial_share >= _NATIVE_SPATIAL
-        if native and spatial and self.best.per_image_s * _NEAR_PEAK < self.bound_s_per_image:
+        near = self.best.per_image_s * _NEAR_PEAK < self.bound_s_per_image
+        if native and spatial and near and self._native_gain() > _NATIVE_GAIN:
             # Near a matmul's rate, the variants below do the same arithmetic and rarely win
             # much; PyTorch's own convolutions do less of it (arithmetic.py), so they go first.
             yield Plan("native", _NATIVE_BATCH, t)
@@ -381,6 +389,11 @@ class Tuner:
         if not found:  # the course's own way, timed by the reference
             self.trials.append(Trial(winner.plan, "chosen", winner.per_image_s * 1000))
         self.best = winner
+
+    def _native_gain(self) -> float:
+        if self.native_gain is None:
+            self.native_gain = native_gain(self.threads)
+        return self.native_gain
 
     def _count_arithmetic(self) -> None:
         """The arithmetic of a model heavy enough for its candidates to cost seconds, at a

@@ -57,7 +57,7 @@ def _warm_up() -> None:
     import torch
 
     from grader.grading.kinds import KINDS
-    from grader.grading.sandboxed.arithmetic import count_arithmetic, matmul_peak
+    from grader.grading.sandboxed.arithmetic import count_arithmetic, matmul_peak, native_gain
     from grader.grading.sandboxed.predict import load_model, predict_with_plan
 
     torch.set_num_threads(1)
@@ -96,15 +96,10 @@ def _warm_up() -> None:
         finally:
             os.close(memfd)
     matmul_peak(1)
-    # NNPACK (the native plan's convolutions) initialises on its first call, detecting the CPU
-    # and making its thread pool: done here, before any child is confined. At one thread the
-    # pool has no threads of its own to lose in the fork.
-    torch._C._set_mkldnn_enabled(False)
-    try:
-        with torch.inference_mode():
-            torch.nn.functional.conv2d(torch.zeros(16, 2, 8, 8), torch.zeros(2, 2, 3, 3), padding=1)
-    finally:
-        torch._C._set_mkldnn_enabled(True)
+    # Measuring the native plan's gain also initialises NNPACK (its convolutions), which
+    # detects the CPU and makes its thread pool on its first call: done here, before any child
+    # is confined. At one thread the pool has no threads of its own to lose in the fork.
+    native_gain(1)
     _warm_up_exported(_Warm, KINDS["keypoints"])
 
 
