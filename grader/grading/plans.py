@@ -65,7 +65,8 @@ class PlanHint:
     """A plan to try before tuning: the one chosen when this very file was graded before, or
     (`shared`) one chosen for another file of the same architecture. A shared plan comes from
     another student's grading, so the child keeps it only if it also beats the course's way
-    on this file: a model built to be slow on its own plan cannot slow its lookalikes down."""
+    on this file: a model that reports a poor plan for its architecture cannot make its
+    lookalikes slower than the course's own loop on their first images."""
 
     plan: Plan
     shared: bool = False

@@ -12,8 +12,12 @@ time spent tuning stays under `TUNING_SHARE` of the predict time still ahead at 
 found so far; a candidate slower than the best after one timed batch is not timed again.
 
 A heavy model whose best plan already runs near a matmul's rate of arithmetic (arithmetic.py)
-gains little from the variants that do the same arithmetic: on one thread it is first offered
-PyTorch's own convolutions (the native plan), whose Winograd kernels do less of it.
+gains little from the variants that do the same arithmetic: on one thread, on a machine where
+they are the faster, it is first offered PyTorch's own convolutions (the native plan), whose
+Winograd kernels do less of it.
+
+A plan remembered for this file, or for another file of its architecture, is tried before any
+tuning (`tune`'s hint).
 """
 
 from __future__ import annotations
