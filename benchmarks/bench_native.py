@@ -26,7 +26,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from grader.grading.sandboxed.arithmetic import count_arithmetic, matmul_peak  # noqa: E402
+from grader.grading.sandboxed.arithmetic import (  # noqa: E402
+    count_arithmetic,
+    matmul_peak,
+    onednn_off,
+)
 from grader.grading.sandboxed.heap import keep_freed_memory  # noqa: E402
 from grader.grading.sandboxed.tuner import Forward, _prepare, agrees  # noqa: E402
 from tests.support.zoo import ZOO, build  # noqa: E402
@@ -54,14 +58,10 @@ def layers(repeat: int) -> None:
     print(f"{'layer':<24}{'oneDNN ms':>10}{'NNPACK ms':>10}{'ratio':>7}{'oneDNN GFLOP/s':>16}")
     for c_in, c_out, size, k in LAYERS:
         x, w = torch.rand(16, c_in, size, size), torch.rand(c_out, c_in, k, k)
-        times = []
-        for enabled in (True, False):
-            torch._C._set_mkldnn_enabled(enabled)
-            try:
-                conv = partial(torch.nn.functional.conv2d, weight=w, padding=k // 2)
-                times.append(per_image_ms(conv, x, repeat) * len(x))
-            finally:
-                torch._C._set_mkldnn_enabled(True)
+        conv = partial(torch.nn.functional.conv2d, weight=w, padding=k // 2)
+        times = [per_image_ms(conv, x, repeat) * len(x)]
+        with onednn_off():
+            times.append(per_image_ms(conv, x, repeat) * len(x))
         gflop = 2 * c_out * c_in * k * k * size * size * len(x) / 1e9
         print(f"{f'{c_in}->{c_out} {size}x{size} k{k}':<24}{times[0]:>10.2f}{times[1]:>10.2f}"
               f"{times[0] / times[1]:>6.2f}x{gflop / times[0] * 1000:>16.1f}", flush=True)
