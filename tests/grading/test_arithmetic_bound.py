@@ -103,7 +103,7 @@ def _tuned(
         reference, reference_s = runner.timed_batch1(x[:8])
         tuner = Tuner(
             model, x, reference=reference, reference_s=reference_s, run_batch=runner.run,
-            batch1=lambda xs, first: runner.batch1(xs, first=first), threads=threads,
+            threads=threads,
             max_batch=32, device="cpu", share=1e9, arithmetic=arithmetic, native_gain=gain,
         )
         tuner.tune()
@@ -177,7 +177,7 @@ def test_a_light_model_is_not_counted(small_test_set: TestSet, tmp_path: Path) -
         reference, reference_s = runner.timed_batch1(x[:8])
         tuner = Tuner(
             model, x, reference=reference, reference_s=reference_s, run_batch=runner.run,
-            batch1=lambda xs, first: runner.batch1(xs, first=first), threads=1,
+            threads=1,
             max_batch=32, device="cpu", share=1e9,
         )
         tuner.tune()

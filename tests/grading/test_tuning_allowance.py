@@ -25,7 +25,7 @@ def test_candidates_let_in_past_the_budget_are_timed(tmp_path: Path) -> None:
         # A budget of ~10 ms: only the first candidate and the cheap checks are let in.
         tuner = Tuner(
             model, x, reference=reference, reference_s=reference_s, run_batch=runner.run,
-            batch1=lambda xs, first: runner.batch1(xs, first=first), threads=1,
+            threads=1,
             max_batch=32, device="cpu", share=1e-3,
         )
         tuner.tune()

@@ -169,7 +169,7 @@ def test_a_tiny_model_is_first_tried_at_the_batch_its_thread_count_favours(
         reference = runner.batch1(x[:8])
         Tuner(
             model, x, reference=reference, reference_s=8 * 0.0003, run_batch=runner.run,
-            batch1=lambda xs, first: runner.batch1(xs, first=first), threads=threads,
+            threads=threads,
             max_batch=32, device="cpu", share=1e9, announce=announced.append,
         ).tune()
     assert announced[0] == Plan("fused", first_batch, threads), announced

@@ -1,0 +1,61 @@
+"""What a candidate is checked and timed on: a batched one is checked against the reference
+images alone (the course's way is not run on the rest of its batch), and calls too short to
+be steady are timed again."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from grader.grading.kinds import get_kind
+from grader.grading.sandboxed.predict import Runner, load_model
+from grader.grading.sandboxed.tuner import REFERENCE_IMAGES, Tuner
+from tests.support.zoo import export
+
+
+def _tuner(tmp_path: Path, *, max_batch: int, run_batch: object = None) -> Tuner:
+    kind = get_kind("keypoints")
+    model = load_model(export("tiny_cnn", tmp_path / "tiny_cnn.pt"), device="cpu")
+    runner = Runner(model, kind)
+    images = np.random.default_rng(0).integers(0, 256, (200, *kind.image_shape), np.uint8)
+    x = runner.kind.to_input(images)
+    reference, reference_s = runner.timed_batch1(x[:REFERENCE_IMAGES])
+    return Tuner(
+        model, x, reference=reference, reference_s=reference_s,
+        run_batch=run_batch or runner.run,  # type: ignore[arg-type]
+        threads=1, max_batch=max_batch, device="cpu", share=1e9,
+    )
+
+
+def test_a_batched_candidate_is_checked_on_the_reference_images(tmp_path: Path) -> None:
+    with torch.inference_mode():
+        tuner = _tuner(tmp_path, max_batch=32)
+        tuner.tune()
+    timed = [t for t in tuner.trials if t.plan.batch_size == 32 and t.per_image_ms is not None]
+    assert timed, [t.to_dict() for t in tuner.trials]
+    assert len(tuner.reference) == REFERENCE_IMAGES
+
+
+def test_calls_too_short_to_be_steady_are_timed_again(tmp_path: Path) -> None:
+    """Each plan's first timed call (its third) is made 1 ms slower, as a fused plan's is:
+    timed once, every plan would seem 1 ms an image."""
+    kind = get_kind("keypoints")
+    calls: Counter[int] = Counter()
+
+    def run_batch(forward: object, x: torch.Tensor) -> torch.Tensor:
+        calls[id(forward)] += 1
+        if calls[id(forward)] == 3:
+            time.sleep(0.001)
+        return runner.run(forward, x)  # type: ignore[arg-type]
+
+    with torch.inference_mode():
+        tuner = _tuner(tmp_path, max_batch=1, run_batch=run_batch)
+        runner = Runner(tuner.model, kind)
+        tuner.tune()
+    timed = [t for t in tuner.trials if t.per_image_ms is not None]
+    assert timed, [t.to_dict() for t in tuner.trials]
+    assert all(t.per_image_ms < 0.9 for t in timed), [t.to_dict() for t in timed]  # type: ignore[operator]
