@@ -106,6 +106,7 @@ def _predict(
     timings: dict[str, float],
     plan_hint: PlanHint | None,
     preview_images: np.ndarray | None,
+    max_batch: int,
 ) -> SandboxRun:
     kind = get_kind(test_set.kind)
     if settings.sandbox_enabled:
@@ -116,7 +117,7 @@ def _predict(
             model_path,
             test_set.images,
             device=settings.device,
-            batch_size=settings.batch_size,
+            batch_size=max_batch,
             limits=sandbox_limits(settings, time_limit_s=time_limit_s),
             plan_hint=plan_hint,
             preview_images=preview_images,
@@ -135,7 +136,7 @@ def _predict(
     timings["load"] = time.perf_counter() - start
     start = time.perf_counter()
     predictions, report = predict_with_plan(
-        model, test_set.images, device=settings.device, max_batch=settings.batch_size,
+        model, test_set.images, device=settings.device, max_batch=max_batch,
         kind=kind, hint=plan_hint,
     )
     timings["predict"] = time.perf_counter() - start
@@ -159,7 +160,10 @@ def grade_model_file(
     time_limit_s: float | None = None,
     plan_hint: PlanHint | None = None,
     preview_images: np.ndarray | None = None,
+    batch_one_only: bool = False,
 ) -> GradingOutcome:
+    """`batch_one_only`: the check at upload found the model works only one image at a time,
+    so no batched plan is tried (each would fail, after its preparation and a batch's work)."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -196,6 +200,7 @@ def grade_model_file(
             timings=timings,
             plan_hint=plan_hint,
             preview_images=preview_images,
+            max_batch=1 if batch_one_only else settings.batch_size,
         )
         start = time.perf_counter()
         report = get_kind(test_set.kind).score(

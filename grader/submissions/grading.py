@@ -96,6 +96,7 @@ class Claim:
     user_id: int
     exercise_id: int
     kind: str = DEFAULT_KIND
+    batch_one_only: bool = False  # the upload's check found it works only one image at a time
 
 
 def claim(settings: Settings, submission_id: int, *, me: str) -> Claim | None:
@@ -131,6 +132,7 @@ def claim(settings: Settings, submission_id: int, *, me: str) -> Claim | None:
             kind=exercise.kind,
             user_id=sub.user_id,
             exercise_id=sub.exercise_id,
+            batch_one_only=bool(sub.preflight_batch_one_only),
         )
 
 
@@ -278,6 +280,7 @@ def grade_submission(settings: Settings, submission_id: int) -> str:
         time_limit_s=job.time_limit_s,
         plan_hint=hint,
         preview_images=preview_samples(kind.name) if settings.sandbox_enabled else None,
+        batch_one_only=job.batch_one_only,
     )
     if outcome.failure_kind == FailureKind.INFRA_ERROR:
         raise InfrastructureError(outcome.failure_message or "the engine reported INFRA_ERROR")

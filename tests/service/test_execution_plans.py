@@ -14,7 +14,7 @@ from grader.config import Settings
 from grader.db import session_scope
 from grader.grading.architecture import architecture_digest
 from grader.grading.plans import Plan, PlanHint
-from grader.submissions import grading, plans
+from grader.submissions import grading, plans, preflight
 from grader.submissions.models import ExecutionPlan
 from tests.service.conftest import Api
 from tests.support.zoo import export
@@ -107,3 +107,26 @@ def test_another_file_of_the_architecture_tries_the_plan_first(
     own_only = settings.model_copy(update={"shared_plans": False})
     assert plans.known_plan(own_only, model_sha256="0" * 64, architecture=digest) is None
     assert plans.known_plan(own_only, model_sha256=sha, architecture=digest) == PlanHint(forced)
+
+
+def test_a_model_the_upload_check_found_batch_one_only_tries_no_batched_plan(
+    settings: Settings, make_student: Any, make_exercise: Any, tmp_path: Path
+) -> None:
+    """Each batched plan of such a model would fail after its preparation and a batch of work,
+    so none is considered; a file graded without the check still considers them."""
+    student, slug = make_student(), make_exercise()
+    checked, unchecked = (
+        student.upload(slug, export("batch1_only", tmp_path / f"{seed}.pt", seed=seed)).json()["id"]
+        for seed in (0, 1)
+    )
+    assert preflight.run_preflight(settings, checked) == "PASSED"
+    own_plans_only = settings.model_copy(update={"shared_plans": False})  # both are tuned
+    batched, found = [], []
+    for sid in (checked, unchecked):
+        assert grading.grade_submission(own_plans_only, sid) in ("PASSED", "FAILED")
+        body = student.get(f"/api/v1/submissions/{sid}").json()
+        batched.append([t for t in body["result"]["plan"]["trials"] if t["batch_size"] > 1])
+        found.append((body["preflight"] or {}).get("batch_one_only"))
+    assert found == [True, None]
+    assert batched[0] == []
+    assert batched[1]  # tried or, on this small test set, skipped as not worth it
