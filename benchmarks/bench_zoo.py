@@ -11,7 +11,8 @@ For each zoo model (tests/support/zoo.py), on the 1000-image demo test set, in o
             there, in a subprocess per family (oneDNN fusion can segfault); its time for all
             images is extrapolated from that rate.
   engine    grade_model_file through the sandbox (fork, load, tuning, predict, score), with
-            the fork server already started, as in a running worker
+            the fork server already started, as in a running worker, and told what the
+            upload's check found (a model that works one image at a time), as the server is
   tuned     the part of the engine a plan decides: the child's load + reference + tuning +
             predict, to compare with `best` (eng/best is tuned / best)
   bound     a FLOP lower bound: MFLOP per image x images / a measured float32 matmul peak
@@ -42,7 +43,11 @@ from bench_drain import draw  # noqa: E402  (this script's folder is on sys.path
 
 from grader.config import get_settings  # noqa: E402
 from grader.grading import sandbox  # noqa: E402
-from grader.grading.engine import grade_model_file, sandbox_limits  # noqa: E402
+from grader.grading.engine import (  # noqa: E402
+    grade_model_file,
+    preflight_model_file,
+    sandbox_limits,
+)
 from grader.grading.plans import VARIANTS  # noqa: E402
 from grader.grading.testdata.demo import demo_test_set_path  # noqa: E402
 from grader.grading.testdata.testsets import load_test_set  # noqa: E402
@@ -200,12 +205,16 @@ def main() -> None:
             plans = _measure_in_subprocess(path, args, "plans")
             plain_key, t_plain = best_plan(plain, n)
             best_key, t_best = best_plan(plans, n)
+            # At upload, before the grading and not part of it.
+            checked = preflight_model_file(
+                path, max_model_bytes=20 * 2**20, settings=settings, time_limit_s=60,
+            )
             outcomes = []
             for _ in range(args.repeat):
                 start = time.perf_counter()
                 outcome = grade_model_file(
                     path, test_set, threshold=100.0, max_model_bytes=20 * 2**20,
-                    settings=settings,
+                    settings=settings, batch_one_only=bool(checked.batch_one_only),
                 )
                 outcomes.append((time.perf_counter() - start, outcome))
             t_engine, outcome = min(outcomes, key=lambda item: item[0])
