@@ -28,8 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from grader.grading.sandboxed.arithmetic import (  # noqa: E402
     count_arithmetic,
-    matmul_peak,
     onednn_off,
+    peak_flops,
 )
 from grader.grading.sandboxed.heap import keep_freed_memory  # noqa: E402
 from grader.grading.sandboxed.tuner import Forward, _prepare, agrees  # noqa: E402
@@ -83,8 +83,8 @@ def main() -> None:
         return
     names = [n for n in args.models.split(",") if n] or sorted(ZOO)
     torch.set_num_threads(args.threads)
-    peak = matmul_peak(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), matmul peak "
+    peak = peak_flops(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} thread(s), peak "
           f"{peak / 1e9:.0f} GFLOP/s")
     print(f"{'model':<22}{'MFLOP':>8}{'fused':>8}{'optim':>8}{'native':>8}{'bound':>8}"
           f"{'peak%':>7}{'spatial%':>9}{'native vs best':>16}  agrees")

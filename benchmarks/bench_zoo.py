@@ -15,7 +15,8 @@ For each zoo model (tests/support/zoo.py), on the 1000-image demo test set, in o
             upload's check found (a model that works one image at a time), as the server is
   tuned     the part of the engine a plan decides: the child's load + reference + tuning +
             predict, to compare with `best` (eng/best is tuned / best)
-  bound     a FLOP lower bound: MFLOP per image x images / a measured float32 matmul peak
+  bound     a FLOP lower bound: MFLOP per image x images / the measured float32 peak (the
+            faster of a matmul and a 3x3 convolution, arithmetic.peak_flops)
 and the speed-ups, the plan the engine chose and its tuning time. The summary line gives the
 minimum and median engine speed-up over the course loop and the largest engine/best ratio.
 """
@@ -49,6 +50,7 @@ from grader.grading.engine import (  # noqa: E402
     sandbox_limits,
 )
 from grader.grading.plans import VARIANTS  # noqa: E402
+from grader.grading.sandboxed.arithmetic import peak_flops  # noqa: E402
 from grader.grading.testdata.demo import demo_test_set_path  # noqa: E402
 from grader.grading.testdata.testsets import load_test_set  # noqa: E402
 from tests.support.course import course_loop  # noqa: E402
@@ -58,19 +60,6 @@ PLAIN_BATCHES = (1, 8, 32, 128)
 PLAN_BATCHES = (1, 8, 32)
 NATIVE_BATCHES = (16, 32)  # NNPACK runs from batch 16; below, the native plan is im2col
 DRAIN_SUBMISSIONS = 100
-
-
-def matmul_peak_gflops(threads: int) -> float:
-    torch.set_num_threads(threads)
-    a, b = torch.rand(1024, 1024), torch.rand(1024, 1024)
-    for _ in range(3):
-        a @ b
-    best = float("inf")
-    for _ in range(10):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * 1024**3 / best / 1e9
 
 
 def _per_image(forward: Any, x: torch.Tensor, batch: int) -> tuple[float, float, torch.Tensor]:
@@ -180,12 +169,12 @@ def main() -> None:
     settings = get_settings().model_copy(update={"sandbox_threads": args.threads})
     test_set = load_test_set(demo_test_set_path(settings), cache_dir=settings.cache_dir)
     n = len(test_set)
-    peak = matmul_peak_gflops(args.threads)
+    peak = peak_flops(args.threads) / 1e9
     torch.set_num_threads(args.threads)
     names = [m for m in args.models.split(",") if m] or list(ZOO)
     print(
         f"{n} images; torch {torch.__version__}, {args.threads} threads (course loop, plans and "
-        f"sandbox), {platform.machine()}, {os.cpu_count()} CPUs; matmul peak {peak:.0f} GFLOP/s;"
+        f"sandbox), {platform.machine()}, {os.cpu_count()} CPUs; peak {peak:.0f} GFLOP/s;"
         f" load average {os.getloadavg()[0]:.1f}; course and engine best of {args.repeat}"
     )
     header = (f"{'model':<22}{'MFLOP':>8}{'course':>8}{'plain':>8}{'best':>8}{'engine':>8}"

@@ -16,8 +16,8 @@ from grader.grading.sandbox import SandboxLimits, run_in_sandbox
 from grader.grading.sandboxed.arithmetic import (
     Arithmetic,
     count_arithmetic,
-    matmul_peak,
     native_gain,
+    peak_flops,
 )
 from grader.grading.sandboxed.predict import Runner, load_model
 from grader.grading.sandboxed.tuner import Tuner
@@ -73,7 +73,7 @@ def test_the_peak_leaves_the_thread_count_as_it_was() -> None:
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        assert matmul_peak(2) > 1e8  # any CPU this runs on does 0.1 GFLOP/s
+        assert peak_flops(2) > 1e8  # any CPU this runs on does 0.1 GFLOP/s
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
@@ -117,7 +117,7 @@ def _tried(tuner: Tuner) -> list[Plan]:
 def test_near_the_bound_fewer_multiplications_are_tried_first(
     small_test_set: TestSet, tmp_path: Path
 ) -> None:
-    """Told its plans run at a matmul's rate, the tuner tries the native convolutions at
+    """Told its plans run at the peak rate, the tuner tries the native convolutions at
     batch 16 right after fusion, on one thread (and that plan gives the course's
     predictions); on two threads, far from that rate, or with much of the arithmetic in 1x1
     convolutions, or on a machine whose own convolutions are no faster than oneDNN's (an
@@ -154,7 +154,7 @@ def test_a_heavy_model_is_counted_in_the_confined_child(
     small_test_set: TestSet, tmp_path: Path
 ) -> None:
     """Counted in the confined child: every plan the tuner weighed carries the same bound,
-    the model's arithmetic at one thread's matmul peak."""
+    the model's arithmetic at one thread's peak rate."""
     model = _heavy()
     flops = mflop_per_image(model) * 1e6
     run = run_in_sandbox(

@@ -1,12 +1,13 @@
 """How close a plan runs to the machine's float32 arithmetic, for the tuner.
 
 The yardstick is a model's multiply-adds on one image (its convolutions and matrix
-products, counted as they run: the model is not trusted to describe itself) at the rate a
-512x512 matmul reaches. A heavy model whose best plan runs near that rate (a ResNet of
-several GFLOP an image) gains little from another variant doing the same arithmetic, while
-each one costs it seconds to time. It is a yardstick, not a strict bound: oneDNN's
-convolutions reach 80-125 % of the matmul's rate, and Winograd convolutions do fewer
-multiplications than counted (BENCHMARKS.md, the native plan).
+products, counted as they run: the model is not trusted to describe itself) at the faster of
+the rates a 512x512 matmul and a 3x3 convolution reach. One is not enough: on an AMD Zen 5
+host MKL's matmul runs at 110 GFLOP/s a core and oneDNN's convolutions at 230. A heavy model
+whose best plan runs near that rate (a ResNet of several GFLOP an image) gains little from
+another variant doing the same arithmetic, while each one costs it seconds to time. It is a
+yardstick, not a strict bound: Winograd convolutions do fewer multiplications than counted
+(BENCHMARKS.md, the native plan).
 
 Whether they do it faster is the machine's: NNPACK's Winograd kernels beat oneDNN on a 3x3
 layer by 1.5x on an AVX2 host and lose by 2x on an AVX-512 one, which NNPACK has no kernels
@@ -33,6 +34,7 @@ _WEIGHTED = {_aten.conv1d, _aten.conv2d, _aten.conv3d, _aten.convolution, _aten.
 _CONTRACTING = {_aten.mm, _aten.bmm, _aten.matmul}
 _ADDED = {_aten.addmm, _aten.baddbmm}  # the same, after the added term
 _PEAK_SIZE = 512
+_PEAK_LAYER = (4, 64, 48)  # batch, channels, size
 _peaks: dict[int, float] = {}
 # batch, channels, size: a 3x3 layer of a ResNet's middle, where NNPACK wins 1.5x on AVX2.
 _GAIN_LAYER = (16, 64, 48)
@@ -110,11 +112,18 @@ def _best_s(run: Callable[[], object], threads: int, timed: int) -> float:
     return best
 
 
-def matmul_peak(threads: int) -> float:
-    """FLOP/s of a float32 matmul on `threads` threads, measured once per process."""
+def peak_flops(threads: int) -> float:
+    """Float32 FLOP/s on `threads` threads: the faster of a matmul and a 3x3 convolution,
+    measured once per process (~20 ms)."""
     if threads not in _peaks:
         a, b = torch.rand(_PEAK_SIZE, _PEAK_SIZE), torch.rand(_PEAK_SIZE, _PEAK_SIZE)
-        _peaks[threads] = 2 * _PEAK_SIZE**3 / _best_s(lambda: a @ b, threads, timed=5)
+        matmul = 2 * _PEAK_SIZE**3 / _best_s(lambda: a @ b, threads, timed=5)
+        batch, channels, size = _PEAK_LAYER
+        x, w = torch.rand(batch, channels, size, size), torch.rand(channels, channels, 3, 3)
+        with torch.inference_mode():
+            seconds = _best_s(lambda: torch.nn.functional.conv2d(x, w, padding=1), threads, 5)
+        convolution = 2 * 9 * channels**2 * size**2 * batch / seconds
+        _peaks[threads] = max(matmul, convolution)
     return _peaks[threads]
 
 

@@ -11,7 +11,7 @@ Tuning is part of the grading time, so it is budgeted: a candidate is tried only
 time spent tuning stays under `TUNING_SHARE` of the predict time still ahead at the best speed
 found so far; a candidate slower than the best after one timed batch is not timed again.
 
-A heavy model whose best plan already runs near a matmul's rate of arithmetic (arithmetic.py)
+A heavy model whose best plan already runs near the machine's peak arithmetic rate (arithmetic.py)
 gains little from the variants that do the same arithmetic: on one thread, on a machine where
 they are the faster, it is first offered PyTorch's own convolutions (the native plan), whose
 Winograd kernels do less of it.
@@ -35,9 +35,9 @@ from grader.grading.plans import Plan, PlanHint
 from grader.grading.sandboxed.arithmetic import (
     Arithmetic,
     count_arithmetic,
-    matmul_peak,
     native_gain,
     onednn_off,
+    peak_flops,
 )
 from grader.grading.sandboxed.exported import Exported
 
@@ -58,7 +58,7 @@ _CHEAP_SHARE = 0.01
 _FIRST_SHARE = 0.5
 _CLEAR_WIN = 2.0
 _AFTER_A_CLEAR_WIN = 0.3
-# A plan doing its arithmetic at this share of a matmul's rate or more leaves the variants
+# A plan doing its arithmetic at this share of the machine's peak rate or more leaves the variants
 # doing the same arithmetic little to win (BENCHMARKS.md: resnet18_deep's timed within noise
 # of each other, at ~1 s each to time).
 _NEAR_PEAK = 0.7
@@ -102,7 +102,7 @@ class Trial:
     verdict: str  # chosen, reused, slower, disagrees, failed, skipped
     per_image_ms: float | None = None
     cost_ms: float = 0.0
-    bound_ms: float | None = None  # the model's arithmetic at a matmul's rate, where counted
+    bound_ms: float | None = None  # the model's arithmetic at the peak rate, where counted
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {**self.plan.to_dict(), "verdict": self.verdict}
@@ -228,7 +228,7 @@ class Tuner:
         self.compile_s: float | None = None
         self.arithmetic = arithmetic
         self.native_gain = native_gain
-        self.bound_s_per_image = 0.0  # the arithmetic at a matmul's rate; 0 when not counted
+        self.bound_s_per_image = 0.0  # the arithmetic at the peak rate; 0 when not counted
 
     # -- budget ------------------------------------------------------------------------------
 
@@ -306,7 +306,7 @@ class Tuner:
         spatial = self.arithmetic is not None and self.arithmetic.spatial_share >= _NATIVE_SPATIAL
         near = self.best.per_image_s * _NEAR_PEAK < self.bound_s_per_image
         if native and spatial and near and self._native_gain() > _NATIVE_GAIN:
-            # Near a matmul's rate, the variants below do the same arithmetic and rarely win
+            # Near the peak rate, the variants below do the same arithmetic and rarely win
             # much; PyTorch's own convolutions do less of it (arithmetic.py), so they go first.
             yield Plan("native", _NATIVE_BATCH, t)
         if self.best.plan.variant == "fused":
@@ -403,15 +403,15 @@ class Tuner:
 
     def _count_arithmetic(self) -> None:
         """The arithmetic of a model heavy enough for its candidates to cost seconds, at a
-        matmul's rate: one more image through the plain module, counting, and (above one
-        thread) a matmul timed, ~20 ms."""
+        peak rate: one more image through the plain module, counting, and (above one
+        thread) a matmul and a convolution timed, ~20 ms."""
         started = time.perf_counter()
         if self.arithmetic is None:
             if not self.on_cpu or self.exported or self.reference_per_image_s < _COUNT_FROM_S:
                 return
             self.arithmetic = count_arithmetic(self.model, self.x[:1])
         if self.arithmetic is not None:
-            self.bound_s_per_image = self.arithmetic.flops / matmul_peak(self.threads)
+            self.bound_s_per_image = self.arithmetic.flops / peak_flops(self.threads)
         self.spent_s += time.perf_counter() - started
 
     def _check_batching(self, trial: Trial) -> bool:

@@ -57,7 +57,7 @@ def _warm_up() -> None:
     import torch
 
     from grader.grading.kinds import KINDS
-    from grader.grading.sandboxed.arithmetic import count_arithmetic, matmul_peak, native_gain
+    from grader.grading.sandboxed.arithmetic import count_arithmetic, native_gain, peak_flops
     from grader.grading.sandboxed.predict import load_model, predict_with_plan
 
     torch.set_num_threads(1)
@@ -95,7 +95,7 @@ def _warm_up() -> None:
                 count_arithmetic(model, x)
         finally:
             os.close(memfd)
-    matmul_peak(1)
+    peak_flops(1)
     # Measuring the native plan's gain also initialises NNPACK (its convolutions), which
     # detects the CPU and makes its thread pool on its first call: done here, before any child
     # is confined. At one thread the pool has no threads of its own to lose in the fork.
