@@ -152,14 +152,15 @@ def test_a_plan_that_fails_late_finishes_at_batch_1(
     np.testing.assert_allclose(predictions, expected.numpy(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(("threads", "first_batch"), [(1, 8), (2, 32)])
-def test_a_tiny_model_is_first_tried_at_the_batch_its_thread_count_favours(
-    threads: int, first_batch: int, small_test_set: TestSet, tmp_path: Path
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_tiny_model_is_first_tried_at_batch_8(
+    threads: int, small_test_set: TestSet, tmp_path: Path
 ) -> None:
-    """On one thread batch 8 stays in the cache and beats 32 even for tiny models (the zoo
-    benchmark on one thread); on two, a call needs the larger batch's work. The reference's
-    time is given (0.3 ms an image, tiny_cnn's on an idle host) so that a busy host cannot
-    decide the case."""
+    """On one thread batch 8 stays in the cache and beats 32 even for tiny models; on two, 32
+    runs them at most a fifth faster but costs more to warm up than that gains (the zoo
+    benchmark), so it is a later candidate, tried when the budget allows. The reference's time
+    is given (0.3 ms an image, tiny_cnn's on an idle host) so that a busy host cannot decide
+    the case."""
     path = export("tiny_cnn", tmp_path / "tiny_cnn.pt")
     model = load_model(path, device="cpu")
     runner = Runner(model, get_kind("keypoints"))
@@ -172,4 +173,5 @@ def test_a_tiny_model_is_first_tried_at_the_batch_its_thread_count_favours(
             threads=threads,
             max_batch=32, device="cpu", share=1e9, announce=announced.append,
         ).tune()
-    assert announced[0] == Plan("fused", first_batch, threads), announced
+    assert announced[0] == Plan("fused", 8, threads), announced
+    assert any(plan.batch_size == 32 for plan in announced), announced

@@ -51,9 +51,6 @@ TUNING_SHARE = 0.15
 # Below this much predict time ahead, no candidate can pay for its own preparation.
 MIN_WORK_S = 0.02
 _WARMUP_RUNS = 2  # the profiling executor profiles on the first call and optimises on the second
-# Below this per-image time (plain, batch 1) a call's own overhead dominates: start at batch 32
-# when running on more than one thread.
-_SMALL_MODEL_S = 0.0007
 _CHEAP_SHARE = 0.01
 _FIRST_SHARE = 0.5
 _CLEAR_WIN = 2.0
@@ -291,12 +288,10 @@ class Tuner:
             for variant in ("frozen", "optimized"):
                 yield Plan(variant, self.best.plan.batch_size, t)
             return
-        first = 1
-        if self.batch_ok:
-            # On one thread batch 8 stays in the cache and wins even for tiny models
-            # (BENCHMARKS.md, the zoo on one thread); two threads need more work per call.
-            small = self.reference_per_image_s < _SMALL_MODEL_S and self.max_batch >= 32
-            first = 32 if small and t > 1 else min(8, self.max_batch)
+        # Batch 8 stays in the cache and wins even for tiny models on one thread; on two, batch
+        # 32 runs them at most a fifth faster, but its warm-up calls cost more than that gains
+        # on a model graded in 0.1 s (BENCHMARKS.md, the zoo on an eighth host).
+        first = min(8, self.max_batch) if self.batch_ok else 1
         yield Plan("fused", first, t)
         if first > 1 and self.best.plan.batch_size == 1:
             # Fusion lost to batch 1: when a batch's activations outgrow the cache (1x1 convs
