@@ -397,8 +397,8 @@ class Tuner:
         return self.native_gain
 
     def _count_arithmetic(self) -> None:
-        """The arithmetic of a model heavy enough for its candidates to cost seconds, at a
-        peak rate: one more image through the plain module, counting, and (above one
+        """The arithmetic of a model heavy enough for its candidates to cost seconds, at the
+        machine's peak rate: one more image through the plain module, counting, and (above one
         thread) a matmul and a convolution timed, ~20 ms."""
         started = time.perf_counter()
         if self.arithmetic is None:
