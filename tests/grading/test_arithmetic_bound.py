@@ -177,8 +177,7 @@ def test_a_light_model_is_not_counted(small_test_set: TestSet, tmp_path: Path) -
         reference, reference_s = runner.timed_batch1(x[:8])
         tuner = Tuner(
             model, x, reference=reference, reference_s=reference_s, run_batch=runner.run,
-            threads=1,
-            max_batch=32, device="cpu", share=1e9,
+            threads=1, max_batch=32, device="cpu", share=1e9,
         )
         tuner.tune()
     assert [t for t in tuner.trials if t.per_image_ms is not None], tuner.trials

@@ -61,8 +61,7 @@ def _tuner(tmp_path: Path, images: np.ndarray, *, reference_s: float) -> Tuner:
     reference, _ = runner.timed_batch1(x[:8])
     return Tuner(
         model, x, reference=reference, reference_s=reference_s, run_batch=runner.run,
-        threads=1,
-        max_batch=32, device="cpu", share=1e9,
+        threads=1, max_batch=32, device="cpu", share=1e9,
     )
 
 

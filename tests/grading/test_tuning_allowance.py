@@ -25,8 +25,7 @@ def test_candidates_let_in_past_the_budget_are_timed(tmp_path: Path) -> None:
         # A budget of ~10 ms: only the first candidate and the cheap checks are let in.
         tuner = Tuner(
             model, x, reference=reference, reference_s=reference_s, run_batch=runner.run,
-            threads=1,
-            max_batch=32, device="cpu", share=1e-3,
+            threads=1, max_batch=32, device="cpu", share=1e-3,
         )
         tuner.tune()
     tried = [t for t in tuner.trials if t.verdict not in ("skipped", "failed", "disagrees")]

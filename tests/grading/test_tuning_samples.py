@@ -13,11 +13,11 @@ import torch
 
 from grader.grading.kinds import get_kind
 from grader.grading.sandboxed.predict import Runner, load_model
-from grader.grading.sandboxed.tuner import REFERENCE_IMAGES, Tuner
+from grader.grading.sandboxed.tuner import REFERENCE_IMAGES, Forward, RunBatch, Tuner
 from tests.support.zoo import export
 
 
-def _tuner(tmp_path: Path, *, max_batch: int, run_batch: object = None) -> Tuner:
+def _tuner(tmp_path: Path, *, max_batch: int, run_batch: RunBatch | None = None) -> Tuner:
     kind = get_kind("keypoints")
     model = load_model(export("tiny_cnn", tmp_path / "tiny_cnn.pt"), device="cpu")
     runner = Runner(model, kind)
@@ -26,8 +26,7 @@ def _tuner(tmp_path: Path, *, max_batch: int, run_batch: object = None) -> Tuner
     reference, reference_s = runner.timed_batch1(x[:REFERENCE_IMAGES])
     return Tuner(
         model, x, reference=reference, reference_s=reference_s,
-        run_batch=run_batch or runner.run,  # type: ignore[arg-type]
-        threads=1, max_batch=max_batch, device="cpu", share=1e9,
+        run_batch=run_batch or runner.run, threads=1, max_batch=max_batch, device="cpu", share=1e9,
     )
 
 
@@ -46,11 +45,11 @@ def test_calls_too_short_to_be_steady_are_timed_again(tmp_path: Path) -> None:
     kind = get_kind("keypoints")
     calls: Counter[int] = Counter()
 
-    def run_batch(forward: object, x: torch.Tensor) -> torch.Tensor:
+    def run_batch(forward: Forward, x: torch.Tensor) -> torch.Tensor:
         calls[id(forward)] += 1
         if calls[id(forward)] == 3:
             time.sleep(0.001)
-        return runner.run(forward, x)  # type: ignore[arg-type]
+        return runner.run(forward, x)
 
     with torch.inference_mode():
         tuner = _tuner(tmp_path, max_batch=1, run_batch=run_batch)
@@ -58,4 +57,4 @@ def test_calls_too_short_to_be_steady_are_timed_again(tmp_path: Path) -> None:
         tuner.tune()
     timed = [t for t in tuner.trials if t.per_image_ms is not None]
     assert timed, [t.to_dict() for t in tuner.trials]
-    assert all(t.per_image_ms < 0.9 for t in timed), [t.to_dict() for t in timed]  # type: ignore[operator]
+    assert all((t.per_image_ms or 0) < 0.9 for t in timed), [t.to_dict() for t in timed]

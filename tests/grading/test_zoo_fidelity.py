@@ -170,8 +170,7 @@ def test_a_tiny_model_is_first_tried_at_batch_8(
         reference = runner.batch1(x[:8])
         Tuner(
             model, x, reference=reference, reference_s=8 * 0.0003, run_batch=runner.run,
-            threads=threads,
-            max_batch=32, device="cpu", share=1e9, announce=announced.append,
+            threads=threads, max_batch=32, device="cpu", share=1e9, announce=announced.append,
         ).tune()
     assert announced[0] == Plan("fused", 8, threads), announced
     assert any(plan.batch_size == 32 for plan in announced), announced

@@ -276,8 +276,7 @@ def predict_with_plan(
         report.reference_s = time.perf_counter() - clock
         tuner = Tuner(
             model, x, reference=reference, reference_s=reference_s, run_batch=runner.run,
-            threads=threads,
-            max_batch=max_batch, device=device, share=tuning_share, avoid=avoid,
+            threads=threads, max_batch=max_batch, device=device, share=tuning_share, avoid=avoid,
             announce=announce,
         )
         started = time.perf_counter()
