@@ -34,7 +34,10 @@ _WEIGHTED = {_aten.conv1d, _aten.conv2d, _aten.conv3d, _aten.convolution, _aten.
 _CONTRACTING = {_aten.mm, _aten.bmm, _aten.matmul}
 _ADDED = {_aten.addmm, _aten.baddbmm}  # the same, after the added term
 _PEAK_SIZE = 512
-_PEAK_LAYER = (4, 64, 48)  # batch, channels, size
+# batch, channels, size: the native gain's layer at a quarter of its batch, whose output is
+# faulted in afresh each call where freed memory is returned (the fork server): at batch 16
+# that alone read the rate at half (124-135 against 244-249 GFLOP/s on a Zen 5 core).
+_PEAK_LAYER = (4, 64, 48)
 _peaks: dict[int, float] = {}
 # batch, channels, size: a 3x3 layer of a ResNet's middle, where NNPACK wins 1.5x on AVX2.
 _GAIN_LAYER = (16, 64, 48)
