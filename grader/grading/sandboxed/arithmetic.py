@@ -48,13 +48,25 @@ _gains: dict[int, float] = {}
 class Arithmetic:
     flops: float  # multiply-adds x 2, an image
     spatial_share: float  # the share of them in convolutions with kernels larger than 1x1
+    # The share in matrix-vector products: ops using each weight once an image (a
+    # fully-connected layer on a flat image), whose calls cost the reading of their weights.
+    matvec_share: float = 0.0
 
 
 class _FlopCount(TorchDispatchMode):
-    def __init__(self) -> None:
+    def __init__(self, images: int) -> None:
         super().__init__()
+        self.images = max(1, images)
         self.flops = 0
         self.spatial = 0
+        self.matvec = 0
+
+    def _count(self, flops: int, out: torch.Tensor, columns: int) -> None:
+        """`columns`: the outputs one use of the weight computes. An op computing no more than
+        that an image used each weight once an image."""
+        self.flops += flops
+        if out.numel() <= columns * self.images:
+            self.matvec += flops
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
@@ -62,13 +74,13 @@ class _FlopCount(TorchDispatchMode):
         if isinstance(out, torch.Tensor):
             if packet in _WEIGHTED and args[1].dim() >= 2:
                 flops = 2 * out.numel() * args[1][0].numel()
-                self.flops += flops
+                self._count(flops, out, args[1].shape[0])
                 if args[1].dim() > 2 and args[1][0, 0].numel() > 1:
                     self.spatial += flops
             elif packet in _CONTRACTING:
-                self.flops += 2 * out.numel() * args[0].shape[-1]
+                self._count(2 * out.numel() * args[0].shape[-1], out, args[1].shape[-1])
             elif packet in _ADDED:
-                self.flops += 2 * out.numel() * args[1].shape[-1]
+                self._count(2 * out.numel() * args[1].shape[-1], out, args[2].shape[-1])
         return out
 
 
@@ -76,13 +88,15 @@ def count_arithmetic(forward: Any, x: torch.Tensor) -> Arithmetic | None:
     """The arithmetic of one forward pass on `x`, an image's worth, or None if the pass fails
     or does none (a model may do anything; the yardstick is then unknown, not an error)."""
     try:
-        with _FlopCount() as count:
+        with _FlopCount(len(x)) as count:
             forward(x)
     except Exception:
         return None
     if not count.flops:
         return None
-    return Arithmetic(count.flops / max(1, len(x)), count.spatial / count.flops)
+    return Arithmetic(
+        count.flops / max(1, len(x)), count.spatial / count.flops, count.matvec / count.flops
+    )
 
 
 @contextmanager

@@ -14,7 +14,8 @@ found so far; a candidate slower than the best after one timed batch is not time
 A heavy model whose best plan already runs near the machine's peak arithmetic rate (arithmetic.py)
 gains little from the variants that do the same arithmetic: on one thread, on a machine where
 they are the faster, it is first offered PyTorch's own convolutions (the native plan), whose
-Winograd kernels do less of it.
+Winograd kernels do less of it. A model doing nearly all of it in matrix-vector products (an
+MLP) is first tried at batch 32, which reads its weights a quarter as often as batch 8.
 
 A plan remembered for this file, or for another file of its architecture, is tried before any
 tuning (`tune`'s hint).
@@ -68,8 +69,11 @@ _NATIVE_SPATIAL = 0.9
 # And only where the machine's NNPACK beats its oneDNN on a 3x3 layer (AVX2 hosts, 1.5x; an
 # AVX-512 host runs it at 0.55x, and its native trial cost resnet18_deep 4 s: BENCHMARKS.md).
 _NATIVE_GAIN = 1.2
-# Lighter models are bound by their calls, not their arithmetic: not worth counting.
+# Lighter models are bound by their calls, not their arithmetic: not worth a bound.
 _COUNT_FROM_S = 0.01
+# A model doing this share of its arithmetic in matrix-vector products is first tried at batch
+# 32 (`_candidates`). Students' CNNs do at most 20 % in their heads; a pure MLP, all of it.
+_MATVEC = 0.9
 _CLOSE = 1.1  # a candidate within 10 % of the best is timed a second time
 # Calls shorter than this in all are timed again, up to _STEADY_CALLS times: a fused plan's
 # first call after its warm-up still runs 3-4x slower than the rest at batch 1 (0.44 against
@@ -290,8 +294,11 @@ class Tuner:
             return
         # Batch 8 stays in the cache and wins even for tiny models on one thread; on two, batch
         # 32 runs them at most a fifth faster, but its warm-up calls cost more than that gains
-        # on a model graded in 0.1 s (BENCHMARKS.md, the zoo on an eighth host).
-        first = min(8, self.max_batch) if self.batch_ok else 1
+        # on a model graded in 0.1 s (BENCHMARKS.md, the zoo on an eighth host). Not so a model
+        # of matrix-vector products: each call reads all its weights for little arithmetic,
+        # and a batch of 32 reads them a quarter as often (1.8x faster on one thread, 2x on
+        # two: BENCHMARKS.md, the fully-connected models).
+        first = min(self._first_batch(), self.max_batch) if self.batch_ok else 1
         yield Plan("fused", first, t)
         if first > 1 and self.best.plan.batch_size == 1:
             # Fusion lost to batch 1: when a batch's activations outgrow the cache (1x1 convs
@@ -320,6 +327,10 @@ class Tuner:
             # Two threads lose to one on small batches, and whenever another process takes
             # the second core: worth one timed check of the winner.
             yield Plan(self.best.plan.variant, self.best.plan.batch_size, 1)
+
+    def _first_batch(self) -> int:
+        matvec = self.arithmetic is not None and self.arithmetic.matvec_share >= _MATVEC
+        return 32 if matvec else 8
 
     def _exported_candidates(self) -> Iterator[Plan]:
         """A torch.export program: the plain module at the batch sizes it accepts, then
@@ -397,15 +408,16 @@ class Tuner:
         return self.native_gain
 
     def _count_arithmetic(self) -> None:
-        """The arithmetic of a model heavy enough for its candidates to cost seconds, at the
-        machine's peak rate: one more image through the plain module, counting, and (above one
-        thread) a matmul and a convolution timed, ~20 ms."""
+        """The model's arithmetic: one more image through the plain module, counting (2-4 ms
+        for a light model; it tells whether to start at batch 32). For a model heavy enough
+        for its candidates to cost seconds, also at the machine's peak rate: above one
+        thread, a matmul and a convolution timed, ~20 ms."""
+        if not self.on_cpu or self.exported:
+            return
         started = time.perf_counter()
         if self.arithmetic is None:
-            if not self.on_cpu or self.exported or self.reference_per_image_s < _COUNT_FROM_S:
-                return
             self.arithmetic = count_arithmetic(self.model, self.x[:1])
-        if self.arithmetic is not None:
+        if self.arithmetic is not None and self.reference_per_image_s >= _COUNT_FROM_S:
             self.bound_s_per_image = self.arithmetic.flops / peak_flops(self.threads)
         self.spent_s += time.perf_counter() - started
 
