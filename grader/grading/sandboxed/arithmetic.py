@@ -62,8 +62,8 @@ class _FlopCount(TorchDispatchMode):
         self.matvec = 0
 
     def _count(self, flops: int, out: torch.Tensor, columns: int) -> None:
-        """`columns`: the outputs one use of the weight computes. An op computing no more than
-        that an image used each weight once an image."""
+        """`columns`: the outputs computed by one use of the weight. An op with no more outputs
+        than that per image used each weight once per image."""
         self.flops += flops
         if out.numel() <= columns * self.images:
             self.matvec += flops

@@ -72,7 +72,7 @@ _NATIVE_GAIN = 1.2
 # Lighter models are bound by their calls, not their arithmetic: not worth a bound.
 _COUNT_FROM_S = 0.01
 # A model doing this share of its arithmetic in matrix-vector products is first tried at batch
-# 32 (`_candidates`). Students' CNNs do at most 20 % in their heads; a pure MLP, all of it.
+# 32 (`_candidates`). The zoo's CNNs do at most 17 % in their heads; an MLP, all of it.
 _MATVEC = 0.9
 _CLOSE = 1.1  # a candidate within 10 % of the best is timed a second time
 # Calls shorter than this in all are timed again, up to _STEADY_CALLS times: a fused plan's
