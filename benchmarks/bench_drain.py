@@ -13,11 +13,17 @@ first upload to the last result (the uploads, and their pre-flights, overlap the
 they would). Beside it: the course's own loop on the same architectures, run back to back in
 this process (each architecture timed once, counted as often as it is drawn). Then where a
 submission's time goes, from the stored results.
+
+`--start queue` measures the drain of a full queue instead: once warm, the worker stops taking
+gradings (Celery's `cancel_consumer`; its fork servers stay up), the students upload and their
+pre-flights run, and the drain runs from `add_consumer` to the last result. `--start both`
+measures each in turn, beside the same course loop.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -31,9 +37,10 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from grader.config import get_settings  # noqa: E402
+from grader.config import Settings, get_settings  # noqa: E402
 from grader.grading.testdata.demo import demo_test_set_path  # noqa: E402
 from grader.grading.testdata.testsets import load_test_set  # noqa: E402
+from grader.runtime.queue import make_celery  # noqa: E402
 from tests.support.course import course_loop  # noqa: E402
 from tests.support.live_server import (  # noqa: E402
     LiveServer,
@@ -75,11 +82,12 @@ def _parse(ts: str) -> float:
     return datetime.fromisoformat(ts).timestamp()
 
 
-def drain(layout: str, names: list[str], tmp: Path) -> dict[str, Any]:
+def drain(layout: str, names: list[str], tmp: Path, *, start: str = "uploads") -> dict[str, Any]:
     shape, _, own = layout.partition(":")
     processes, threads = (int(v) for v in shape.split("x"))
-    data = tmp / f"drain-{layout.replace(':', '-')}"
-    uploads = tmp / f"files-{layout.replace(':', '-')}"
+    label = f"{layout.replace(':', '-')}-{start}"
+    data = tmp / f"drain-{label}"
+    uploads = tmp / f"files-{label}"
     uploads.mkdir()
     server = start_live_server(data, extra_args=("--no-worker",))
     try:
@@ -98,19 +106,76 @@ def drain(layout: str, names: list[str], tmp: Path) -> dict[str, Any]:
         try:
             warm_ids = [_upload(server, tokens[i], path) for i, path in enumerate(warm)]
             ready = max(_parse(r["finished_at"]) for r in _wait_all(server, warm_ids, 600))
-            started = time.time()
+            control = make_celery(Settings(data_dir=server.data_dir)).control
+            graders = _graders(control)
+            if start == "queue":
+                _consumers(control, "cancel_consumer", graders)
+            started = upload_started = time.time()
             ids = [_upload(server, token, path)
                    for token, path in zip(tokens[len(warm):], files, strict=True)]
             uploaded = time.time()
+            if start == "queue":
+                _wait_preflights(server, ids, timeout=600)
+                started = time.time()
+                _consumers(control, "add_consumer", graders)
             rows = _wait_all(server, ids, timeout=3600)
         finally:
             stop_worker(worker)
     finally:
         server.stop()
+    early = [r["id"] for r in rows if start == "queue" and _parse(r["started_at"]) < started]
+    if early:
+        raise RuntimeError(f"graded before the queue was released: {early}")
+    if (at_once := _most_at_once(rows)) > processes:
+        raise RuntimeError(f"{at_once} gradings ran at once, more than the layout's {processes}")
     finished = max(_parse(r["finished_at"]) for r in rows)
     first = min(_parse(r["finished_at"]) for r in rows)
-    return {"layout": layout, "drain_s": finished - started, "first_s": first - started,
-            "ready_s": ready - booted, "upload_s": uploaded - started, "rows": rows}
+    return {"layout": layout, "start": start, "drain_s": finished - started,
+            "first_s": first - started, "ready_s": ready - booted,
+            "upload_s": uploaded - upload_started, "rows": rows}
+
+
+def _graders(control: Any) -> list[str]:
+    """The workers consuming queue "cpu": the grading worker, not its pre-flight process
+    (which must not be told to take gradings)."""
+    queues = control.inspect(timeout=10).active_queues() or {}
+    names = [host for host, qs in queues.items() if any(q["name"] == "cpu" for q in qs)]
+    if not names:
+        raise RuntimeError(f"no worker consumes queue cpu ({queues})")
+    return names
+
+
+def _consumers(control: Any, action: str, graders: list[str]) -> None:
+    """Stop or resume `graders`' taking of queue "cpu"; waits for their acknowledgement."""
+    replies = getattr(control, action)("cpu", destination=graders, reply=True, timeout=10)
+    acknowledged = {host for reply in replies for host, answer in reply.items() if "ok" in answer}
+    if acknowledged != set(graders):
+        raise RuntimeError(f"{action}: not acknowledged by every grading worker ({replies})")
+
+
+def _most_at_once(rows: list[dict[str, Any]]) -> int:
+    events = sorted(
+        (_parse(r[key]), step)
+        for r in rows for key, step in (("started_at", 1), ("finished_at", -1))
+    )
+    running = most = 0
+    for _, step in events:
+        running += step
+        most = max(most, running)
+    return most
+
+
+def _wait_preflights(server: LiveServer, ids: list[int], timeout: float) -> None:
+    """Until every upload's pre-flight has an outcome, as in a queue filled over the hour."""
+    deadline = time.monotonic() + timeout
+    with server.admin_client() as admin:
+        for sid in ids:
+            while (admin.get(f"/api/v1/submissions/{sid}").json().get("preflight") or {}).get(
+                "status"
+            ) in (None, "PENDING"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the pre-flights did not finish\n" + server.describe())
+                time.sleep(0.5)
 
 
 def _upload(server: LiveServer, token: str, path: Path) -> int:
@@ -160,12 +225,37 @@ def phases(rows: list[dict[str, Any]]) -> list[tuple[str, float]]:
     return out
 
 
+def first_excess(names: list[str], rows: list[dict[str, Any]]) -> tuple[float, float]:
+    """Summed over the architectures drawn more than once: how much longer the first
+    submission of each spent predicting, and tuning, than the mean of its later ones. The
+    first ones are graded while the uploads arrive, and they tune; the later ones reuse the
+    plan."""
+    by_name: dict[str, list[dict[str, float]]] = {}
+    for name, row in zip(names, rows, strict=True):
+        if row.get("result"):
+            by_name.setdefault(name, []).append(row["result"]["timings"])
+    predict = tuning = 0.0
+    for timings in by_name.values():
+        if len(timings) < 2:
+            continue
+        tune = [t.get("child_tuning_s", 0.0) for t in timings]
+        run = [t.get("child_predict_s", 0.0) - u for t, u in zip(timings, tune, strict=True)]
+        predict += run[0] - statistics.mean(run[1:])
+        tuning += tune[0] - statistics.mean(tune[1:])
+    return predict, tuning
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--submissions", type=int, default=100)
     parser.add_argument("--layouts", default="1x2,2x1",
                         help="PxT: P grading processes with T sandbox threads each; PxT:own "
                              "remembers plans per file only (GRADER_SHARED_PLANS=false)")
+    parser.add_argument("--start", choices=("uploads", "queue", "both"), default="uploads",
+                        help="uploads: the drain runs from the first upload, which overlaps it; "
+                             "queue: from a full queue, once the uploads and pre-flights are "
+                             "done; both: each in turn")
+    parser.add_argument("--json", type=Path, help="also write the course times and the rows here")
     args = parser.parse_args()
     warnings.simplefilter("ignore", DeprecationWarning)
     names = draw(args.submissions)
@@ -177,15 +267,21 @@ def main() -> None:
         course = course_seconds(names, tmp)
         course_total = sum(course[name] for name in names)
         print(f"course loop, back to back: {course_total:.1f} s")
-        results = [drain(layout, names, tmp) for layout in args.layouts.split(",")]
+        starts = ("uploads", "queue") if args.start == "both" else (args.start,)
+        results = [drain(layout, names, tmp, start=start)
+                   for layout in args.layouts.split(",") for start in starts]
+    if args.json:
+        args.json.write_text(json.dumps({"course": course, "names": names, "results": results}))
     for result in results:
         rows = result["rows"]
         statuses = {s: sum(r["status"] == s for r in rows) for s in ("PASSED", "FAILED", "ERROR")}
-        print(f"\nworker {result['layout']} (processes x threads): drained in "
+        print(f"\nworker {result['layout']} (processes x threads), from "
+              f"{'a full queue' if result['start'] == 'queue' else 'the first upload'}: drained in "
               f"{result['drain_s']:.1f} s (first result after {result['first_s']:.1f} s), "
               f"{course_total / result['drain_s']:.2f}x the course loop; {statuses}")
         print(f"  worker start-up to its warm-up results {result['ready_s']:.1f} s (not in the "
-              f"drain); the {len(rows)} uploads took {result['upload_s']:.1f} s of it")
+              f"drain); the {len(rows)} uploads took {result['upload_s']:.1f} s "
+              f"{'before it' if result['start'] == 'queue' else 'of it'}")
         print("  mean seconds per submission, by phase:")
         for label, seconds in phases(rows):
             print(f"    {label:<34}{seconds:8.3f}")
@@ -195,6 +291,9 @@ def main() -> None:
             key = f"{plan.get('variant')}@{plan.get('batch_size')}x{plan.get('threads')}"
             plans[key] = plans.get(key, 0) + 1
         print("  plans:", ", ".join(f"{k} {v}" for k, v in sorted(plans.items())))
+        predict, tuning = first_excess(names, rows)
+        print(f"  the first submission of each architecture, against its later ones (summed): "
+              f"{predict:+.1f} s predicting, {tuning:+.1f} s tuning")
         first = [((r.get("result") or {}).get("plan") or {}).get("trials") or [{}] for r in rows]
         reused = sum(t[0].get("verdict") == "reused" for t in first)
         print(f"  {reused} of {len(rows)} ran a remembered plan without tuning")
