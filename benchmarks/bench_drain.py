@@ -106,9 +106,10 @@ def drain(layout: str, names: list[str], tmp: Path, *, start: str = "uploads") -
         try:
             warm_ids = [_upload(server, tokens[i], path) for i, path in enumerate(warm)]
             ready = max(_parse(r["finished_at"]) for r in _wait_all(server, warm_ids, 600))
-            control = make_celery(Settings(data_dir=server.data_dir)).control
-            graders = _graders(control)
             if start == "queue":
+                # An inspect broadcast waits out its whole timeout: asked only when needed.
+                control = make_celery(Settings(data_dir=server.data_dir)).control
+                graders = _graders(control)
                 _consumers(control, "cancel_consumer", graders)
             started = upload_started = time.time()
             ids = [_upload(server, token, path)
