@@ -15,6 +15,9 @@ For each zoo model (tests/support/zoo.py), on the 1000-image demo test set, in o
             upload's check found (a model that works one image at a time), as the server is
   tuned     the part of the engine a plan decides: the child's load + reference + tuning +
             predict, to compare with `best` (eng/best is tuned / best)
+  told      `tuned` again for a grading told the best plan beforehand (as a rescore of the
+            file is told its own): load + reference + that plan's check + predict, the
+            engine's own costs around the best plan with no tuning (eng/told is tuned / told)
   bound     a FLOP lower bound: MFLOP per image x images / the measured float32 peak (the
             faster of a matmul and a 3x3 convolution, arithmetic.peak_flops)
 and the speed-ups, the plan the engine chose and its tuning time. The summary line gives the
@@ -42,17 +45,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_drain import draw  # noqa: E402  (this script's folder is on sys.path)
 
-from grader.config import get_settings  # noqa: E402
+from grader.config import Settings, get_settings  # noqa: E402
 from grader.grading import sandbox  # noqa: E402
 from grader.grading.engine import (  # noqa: E402
+    GradingOutcome,
     grade_model_file,
     preflight_model_file,
     sandbox_limits,
 )
-from grader.grading.plans import VARIANTS  # noqa: E402
+from grader.grading.plans import VARIANTS, Plan, PlanHint  # noqa: E402
 from grader.grading.sandboxed.arithmetic import peak_flops  # noqa: E402
 from grader.grading.testdata.demo import demo_test_set_path  # noqa: E402
-from grader.grading.testdata.testsets import load_test_set  # noqa: E402
+from grader.grading.testdata.testsets import TestSet, load_test_set  # noqa: E402
 from tests.support.course import course_loop  # noqa: E402
 from tests.support.zoo import ZOO, build, export, mflop_per_image  # noqa: E402
 
@@ -178,8 +182,8 @@ def main() -> None:
         f" load average {os.getloadavg()[0]:.1f}; course and engine best of {args.repeat}"
     )
     header = (f"{'model':<22}{'MFLOP':>8}{'course':>8}{'plain':>8}{'best':>8}{'engine':>8}"
-              f"{'tuned':>7}{'bound':>7}{'vs course':>10}{'vs plain':>9}{'eng/best':>9}"
-              "  plan (tuning s)")
+              f"{'tuned':>7}{'told':>7}{'bound':>7}{'vs course':>10}{'vs plain':>9}"
+              f"{'eng/best':>9}{'eng/told':>9}  plan (tuning s)")
     print(header)
     # The fork server is up, as in a worker that has graded before.
     sandbox.get_sandbox().probe(limits=sandbox_limits(settings, time_limit_s=None))
@@ -198,43 +202,47 @@ def main() -> None:
             checked = preflight_model_file(
                 path, max_model_bytes=20 * 2**20, settings=settings, time_limit_s=60,
             )
-            outcomes = []
-            for _ in range(args.repeat):
-                start = time.perf_counter()
-                outcome = grade_model_file(
-                    path, test_set, threshold=100.0, max_model_bytes=20 * 2**20,
-                    settings=settings, batch_one_only=bool(checked.batch_one_only),
-                )
-                outcomes.append((time.perf_counter() - start, outcome))
-            t_engine, outcome = min(outcomes, key=lambda item: item[0])
-            t_tuned = outcome.timings.get("child_load_s", 0) + outcome.timings.get(
-                "child_predict_s", float("nan")
+            batch_one_only = bool(checked.batch_one_only)
+            t_engine, outcome = _graded(
+                path, test_set, settings, batch_one_only, args.repeat, hint=None
             )
+            t_tuned = _child_s(outcome)
+            variant, batch = best_key.split("@")
+            _, told = _graded(
+                path, test_set, settings, batch_one_only, args.repeat,
+                hint=PlanHint(Plan(variant, int(batch), args.threads)),
+            )
+            t_told = _child_s(told)
             bound = mflop * n / (peak * 1000)
             plan = outcome.plan.describe() if outcome.plan else outcome.status
             tuning = outcome.timings.get("child_tuning_s", float("nan"))
             row = {
                 "model": name, "mflop": mflop, "course_s": t_course, "plain_s": t_plain,
                 "plain_batch": plain_key, "best_s": t_best, "best_plan": best_key,
-                "engine_s": t_engine, "tuned_s": t_tuned, "bound_s": bound, "plan": plan,
+                "engine_s": t_engine, "tuned_s": t_tuned, "told_s": t_told,
+                "told_plan": told.plan.describe() if told.plan else told.status,
+                "bound_s": bound, "plan": plan,
                 "tuning_s": tuning,
                 "score": outcome.score, "status": outcome.status,
             }
             rows.append(row)
             print(
                 f"{name:<22}{mflop:>8.1f}{t_course:>8.2f}{t_plain:>8.2f}{t_best:>8.2f}"
-                f"{t_engine:>8.2f}{t_tuned:>7.2f}{bound:>7.2f}{t_course / t_engine:>9.2f}x"
-                f"{t_plain / t_engine:>8.2f}x{t_tuned / t_best:>8.2f}x  {plan} ({tuning:.2f})"
+                f"{t_engine:>8.2f}{t_tuned:>7.2f}{t_told:>7.2f}{bound:>7.2f}"
+                f"{t_course / t_engine:>9.2f}x{t_plain / t_engine:>8.2f}x{t_tuned / t_best:>8.2f}x"
+                f"{t_tuned / t_told:>8.2f}x  {plan} ({tuning:.2f})"
                 f"  [best {best_key}, plain {plain_key}]",
                 flush=True,
             )
     sandbox.shutdown()
     speedups = [r["course_s"] / r["engine_s"] for r in rows]
     ratios = [r["tuned_s"] / r["best_s"] for r in rows]
+    told = [r["tuned_s"] / r["told_s"] for r in rows]
     print(
         f"\nengine vs course: min {min(speedups):.2f}x, median {statistics.median(speedups):.2f}x"
         f" over {len(rows)} models; engine/best: max {max(ratios):.2f}x, median "
-        f"{statistics.median(ratios):.2f}x; sum course {sum(r['course_s'] for r in rows):.1f} s,"
+        f"{statistics.median(ratios):.2f}x; engine/told: max {max(told):.2f}x, median "
+        f"{statistics.median(told):.2f}x; sum course {sum(r['course_s'] for r in rows):.1f} s,"
         f" sum engine {sum(r['engine_s'] for r in rows):.1f} s"
     )
     best_sum = sum(r["best_s"] for r in rows)
@@ -251,6 +259,29 @@ def main() -> None:
               f"{sum(by_name[n]['engine_s'] for n in drawn):.1f} s, one model at a time")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+
+
+def _graded(
+    path: Path, test_set: TestSet, settings: Settings, batch_one_only: bool, repeat: int, *,
+    hint: PlanHint | None,
+) -> tuple[float, GradingOutcome]:
+    """The fastest of `repeat` gradings through the sandbox, and its outcome."""
+    outcomes = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        outcome = grade_model_file(
+            path, test_set, threshold=100.0, max_model_bytes=20 * 2**20, settings=settings,
+            batch_one_only=batch_one_only, plan_hint=hint,
+        )
+        outcomes.append((time.perf_counter() - start, outcome))
+    return min(outcomes, key=lambda item: item[0])
+
+
+def _child_s(outcome: GradingOutcome) -> float:
+    """The child's load and predict: what a plan decides, without fork and pipes."""
+    return float(outcome.timings.get("child_load_s", 0)) + float(
+        outcome.timings.get("child_predict_s", float("nan"))
+    )
 
 
 def _timed(fn: Any) -> float:
