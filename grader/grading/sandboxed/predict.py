@@ -17,6 +17,7 @@ import time
 import warnings
 import zipfile
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,14 @@ def load_model(path: Path, *, device: str, kind: Kind | None = None) -> Model:
     return model
 
 
+def _unoptimized() -> AbstractContextManager[object]:
+    """TorchScript's executor without its graph optimisations, for a few calls of the plain
+    module: on the first calls it profiles and then optimises the graph, which cost a light
+    model several times its forward passes (BENCHMARKS.md, the reference unoptimised). The
+    ops, and so the predictions, are the same."""
+    return torch.jit.optimized_execution(False)
+
+
 class _WrongCount(Exception):
     pass
 
@@ -177,12 +186,13 @@ class Runner:
 
     def timed_batch1(self, x: torch.Tensor) -> tuple[torch.Tensor, float]:
         """The reference: batch 1, plain module. Returns it and a steady per-slice time (the
-        profiling executor makes the first calls slow, so those are replaced by the median)."""
+        first calls can be slow, so those are replaced by the median)."""
         outs, times = [], []
-        for i in range(x.shape[0]):
-            t0 = time.perf_counter()
-            outs.append(self.batch1(x[i : i + 1], first=i))
-            times.append(time.perf_counter() - t0)
+        with _unoptimized():
+            for i in range(x.shape[0]):
+                t0 = time.perf_counter()
+                outs.append(self.batch1(x[i : i + 1], first=i))
+                times.append(time.perf_counter() - t0)
         steady = sorted(times[2:] or times)[len(times[2:] or times) // 2]
         return torch.cat(outs), steady * len(times)
 
@@ -311,7 +321,7 @@ def preflight(
     model also works on a batch (False: it will be graded one image at a time)."""
     runner = Runner(model, kind or get_kind(DEFAULT_KIND))
     x = runner.kind.to_input(images).to(device)
-    with torch.inference_mode():
+    with torch.inference_mode(), _unoptimized():
         model.eval()
         reference = runner.batch1(x)
         _check_deterministic(model, x)
