@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.zoo import ZOO, export  # noqa: E402
 
@@ -58,7 +60,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--calls", type=int, default=8)
     args = parser.parse_args()
-    import torch
 
     names = [m for m in args.models.split(",") if m]
     unknown = [m for m in names if m not in ZOO]
